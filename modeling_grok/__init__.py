@@ -1,0 +1,38 @@
+"""GROK in the transformers idiom; importing this package registers it with the Auto classes."""
+
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoModelForCausalLM,
+    AutoModelForImageTextToText,
+    AutoProcessor,
+)
+
+from .component_loading import load_vision_tower_state_dict
+from .configuration_grok import GrokConfig
+from .image_processing_grok import GrokCFPImageProcessor, GrokOCTImageProcessor
+from .modeling_grok import GrokForConditionalGeneration, GrokModel, GrokPreTrainedModel
+from .processing_grok import GrokProcessor, add_image_tokens
+
+AutoConfig.register("grok", GrokConfig, exist_ok=True)
+AutoModel.register(GrokConfig, GrokModel, exist_ok=True)
+AutoModelForImageTextToText.register(GrokConfig, GrokForConditionalGeneration, exist_ok=True)
+AutoModelForCausalLM.register(GrokConfig, GrokForConditionalGeneration, exist_ok=True)
+AutoProcessor.register(GrokConfig, GrokProcessor, exist_ok=True)
+
+# save_pretrained writes auto_map and copies the code files, so saved folders load with trust_remote_code=True.
+GrokConfig.register_for_auto_class()
+GrokForConditionalGeneration.register_for_auto_class("AutoModelForImageTextToText")
+GrokProcessor.register_for_auto_class("AutoProcessor")
+
+__all__ = [
+    "GrokCFPImageProcessor",
+    "GrokConfig",
+    "GrokForConditionalGeneration",
+    "GrokModel",
+    "GrokOCTImageProcessor",
+    "GrokPreTrainedModel",
+    "GrokProcessor",
+    "add_image_tokens",
+    "load_vision_tower_state_dict",
+]

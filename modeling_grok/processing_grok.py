@@ -1,0 +1,197 @@
+"""`GrokProcessor`: a tokenizer plus the CFP and OCT image processors, with a chat template for both modalities."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from transformers import AutoTokenizer
+from transformers.image_processing_base import BatchFeature
+from transformers.processing_utils import ProcessorMixin
+
+from .configuration_grok import MODALITIES, GrokConfig
+from .image_processing_grok import GrokCFPImageProcessor, GrokOCTImageProcessor
+
+CFP_TOKEN = "<cfp_image>"
+OCT_TOKEN = "<oct_image>"
+
+
+def default_chat_template(cfp_token: str = CFP_TOKEN, oct_token: str = OCT_TOKEN) -> str:
+    """ChatML in which ``{"type": "image", "modality": "cfp" | "oct"}`` renders that modality's placeholder.
+
+    Assistant turns sit in ``{% generation %}`` blocks, so TRL's ``assistant_only_loss`` works.
+    """
+    return (
+        "{%- for message in messages -%}"
+        "{{- '<|im_start|>' + message['role'] + '\\n' -}}"
+        "{%- if message['role'] == 'assistant' -%}{%- generation -%}"
+        "{%- if message['content'] is string -%}{{- message['content'] -}}"
+        "{%- else -%}{%- for item in message['content'] -%}"
+        "{%- if item['type'] == 'text' -%}{{- item['text'] -}}{%- endif -%}"
+        "{%- endfor -%}{%- endif -%}"
+        "{{- '<|im_end|>' -}}{%- endgeneration -%}{{- '\\n' -}}"
+        "{%- else -%}"
+        "{%- if message['content'] is string -%}{{- message['content'] -}}"
+        "{%- else -%}{%- for item in message['content'] -%}"
+        "{%- if item['type'] == 'image' -%}"
+        f"{{%- if item['modality'] == 'cfp' -%}}{{{{- '{cfp_token}' -}}}}"
+        f"{{%- elif item['modality'] == 'oct' -%}}{{{{- '{oct_token}' -}}}}"
+        "{%- else -%}{{- raise_exception(\"Each image item needs 'modality': 'cfp' or 'oct'.\") -}}{%- endif -%}"
+        "{%- elif item['type'] == 'text' -%}{{- item['text'] -}}{%- endif -%}"
+        "{%- endfor -%}{%- endif -%}"
+        "{{- '<|im_end|>\\n' -}}"
+        "{%- endif -%}"
+        "{%- endfor -%}"
+        "{%- if add_generation_prompt -%}{{- '<|im_start|>assistant\\n' -}}{%- endif -%}"
+    )
+
+
+def add_image_tokens(tokenizer, cfp_token: str = CFP_TOKEN, oct_token: str = OCT_TOKEN) -> tuple[int, int]:
+    """Add the two placeholder tokens as special tokens (idempotent); returns their ids."""
+    missing = [t for t in (cfp_token, oct_token) if t not in tokenizer.get_vocab()]
+    if missing:
+        tokenizer.add_special_tokens({"additional_special_tokens": missing}, replace_extra_special_tokens=False)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer.convert_tokens_to_ids(cfp_token), tokenizer.convert_tokens_to_ids(oct_token)
+
+
+class GrokProcessor(ProcessorMixin):
+    r"""Tokenizer + CFP and OCT image processors.
+
+    ``processor(text=..., images=...)`` finds the placeholders in each text, gives the k-th image of a sample to
+    the image processor of the k-th placeholder's modality, expands each placeholder to the model's number of
+    tokens per image, and returns ``input_ids``, ``attention_mask``, ``pixel_values_cfp``, ``pixel_values_oct``
+    and ``oct_slices_per_image``. ``images`` is one list per text (or one flat list for a single text); an OCT
+    volume is one entry holding a list of B-scans (or a (slices, H, W) array).
+    """
+
+    def __init__(
+        self,
+        tokenizer=None,
+        cfp_image_processor=None,
+        oct_image_processor=None,
+        chat_template: str | None = None,
+        cfp_token: str = CFP_TOKEN,
+        oct_token: str = OCT_TOKEN,
+        cfp_num_tokens: int = 196,
+        oct_num_tokens: int = 196,
+    ):
+        self.cfp_token, self.oct_token = cfp_token, oct_token
+        self.cfp_num_tokens, self.oct_num_tokens = int(cfp_num_tokens), int(oct_num_tokens)
+        vocab = tokenizer.get_vocab()
+        for token in (cfp_token, oct_token):
+            if token not in vocab:
+                raise ValueError(
+                    f"The tokenizer has no {token!r} token; call modeling_grok.processing_grok.add_image_tokens("
+                    "tokenizer) (and resize the model's embeddings) or build the processor with GrokProcessor.from_config."
+                )
+        self.cfp_token_id = tokenizer.convert_tokens_to_ids(cfp_token)
+        self.oct_token_id = tokenizer.convert_tokens_to_ids(oct_token)
+        self._placeholder = re.compile(f"{re.escape(cfp_token)}|{re.escape(oct_token)}")
+        super().__init__(
+            tokenizer,
+            cfp_image_processor or GrokCFPImageProcessor(),
+            oct_image_processor or GrokOCTImageProcessor(),
+            chat_template=chat_template or default_chat_template(cfp_token, oct_token),
+        )
+
+    @classmethod
+    def from_config(cls, tokenizer, config: GrokConfig, chat_template: str | None = None) -> "GrokProcessor":
+        """A processor matching ``config``'s towers; adds the placeholder tokens to ``tokenizer`` if missing."""
+        add_image_tokens(tokenizer)
+        return cls(
+            tokenizer=tokenizer,
+            cfp_image_processor=GrokCFPImageProcessor(size=config.image_size("cfp")),
+            oct_image_processor=GrokOCTImageProcessor(size=config.image_size("oct")),
+            chat_template=chat_template,
+            cfp_num_tokens=config.num_image_tokens("cfp"),
+            oct_num_tokens=config.num_image_tokens("oct"),
+        )
+
+    @classmethod
+    def _get_arguments_from_pretrained(cls, pretrained_model_name_or_path, processor_dict=None, **kwargs):
+        # Both image processors live in processor_config.json; building them here keeps remote-code loading
+        # independent of transformers' registry of image-processor classes.
+        processor_dict = processor_dict or {}
+        tokenizer = AutoTokenizer.from_pretrained(pretrained_model_name_or_path, **kwargs)
+        image_processors = []
+        for name, klass in (("cfp_image_processor", GrokCFPImageProcessor), ("oct_image_processor", GrokOCTImageProcessor)):
+            settings = {k: v for k, v in (processor_dict.get(name) or {}).items() if k != "image_processor_type"}
+            image_processors.append(klass(**settings))
+        return [tokenizer, *image_processors]
+
+    @property
+    def model_input_names(self) -> list[str]:
+        return [*self.tokenizer.model_input_names, "pixel_values_cfp", "pixel_values_oct", "oct_slices_per_image"]
+
+    def num_tokens(self, modality: str) -> int:
+        return self.cfp_num_tokens if modality == "cfp" else self.oct_num_tokens
+
+    def _per_sample_images(self, images: Any, num_texts: int) -> list[list[Any]]:
+        if images is None:
+            return [[] for _ in range(num_texts)]
+        if not isinstance(images, (list, tuple)):
+            images = [images]
+        if len(images) == num_texts and all(isinstance(item, (list, tuple)) or item is None for item in images):
+            return [list(item or []) for item in images]
+        if num_texts == 1:
+            return [list(images)]
+        raise ValueError(
+            f"images must hold one list of images per text ({num_texts} texts, got a flat list of {len(images)}); "
+            "pass images=[[cfp, oct], [oct], ...] in the order of each text's placeholders."
+        )
+
+    def __call__(self, images: Any = None, text: str | list[str] | None = None, **kwargs) -> BatchFeature:
+        if text is None:
+            raise ValueError("GrokProcessor needs text with image placeholders; build it with apply_chat_template.")
+        return_tensors = kwargs.pop("return_tensors", None)
+        kwargs.pop("images_kwargs", None)
+        texts = [text] if isinstance(text, str) else list(text)
+        per_sample = self._per_sample_images(images, len(texts))
+        routed: dict[str, list[Any]] = {modality: [] for modality in MODALITIES}
+        expanded = []
+        for index, (sample_text, sample_images) in enumerate(zip(texts, per_sample)):
+            placeholders = self._placeholder.findall(sample_text)
+            if len(placeholders) != len(sample_images):
+                raise ValueError(
+                    f"Sample {index}: the text has {len(placeholders)} image placeholders "
+                    f"({', '.join(placeholders) or 'none'}) but {len(sample_images)} images were given. Each image "
+                    "needs one {'type': 'image', 'modality': 'cfp' | 'oct'} item in the messages, in order."
+                )
+            for placeholder, image in zip(placeholders, sample_images):
+                if image is None:
+                    raise ValueError(f"Sample {index}: an image for {placeholder} is None; drop its placeholder instead.")
+                routed["cfp" if placeholder == self.cfp_token else "oct"].append(image)
+            expanded.append(
+                self._placeholder.sub(lambda m: m.group(0) * self.num_tokens(self._modality(m.group(0))), sample_text)
+            )
+        data = dict(self.tokenizer(expanded, **kwargs))
+        self._check_placeholders_kept(data["input_ids"], texts)
+        if routed["cfp"]:
+            data["pixel_values_cfp"] = self.cfp_image_processor(routed["cfp"], return_tensors=None)["pixel_values"]
+        if routed["oct"]:
+            oct_inputs = self.oct_image_processor(routed["oct"], return_tensors=None)
+            data["pixel_values_oct"] = oct_inputs["pixel_values"]
+            data["oct_slices_per_image"] = oct_inputs["slices_per_image"]
+        return BatchFeature(data, tensor_type=return_tensors)
+
+    def _modality(self, placeholder: str) -> str:
+        return "cfp" if placeholder == self.cfp_token else "oct"
+
+    def _check_placeholders_kept(self, input_ids, texts: list[str]) -> None:
+        for index, (ids, sample_text) in enumerate(zip(input_ids, texts)):
+            ids = list(ids)
+            for modality, token_id in (("cfp", self.cfp_token_id), ("oct", self.oct_token_id)):
+                expected = sample_text.count(self.cfp_token if modality == "cfp" else self.oct_token)
+                if ids.count(token_id) != expected * self.num_tokens(modality):
+                    raise ValueError(
+                        f"Sample {index}: truncation cut {modality.upper()} image placeholders; raise max_length "
+                        f"(each {modality.upper()} image takes {self.num_tokens(modality)} tokens) or shorten the text."
+                    )
+
+    def post_process_image_text_to_text(self, generated_outputs, skip_special_tokens: bool = True, **kwargs) -> list[str]:
+        return self.tokenizer.batch_decode(generated_outputs, skip_special_tokens=skip_special_tokens, **kwargs)
+
+
+__all__ = ["GrokProcessor", "add_image_tokens", "default_chat_template"]

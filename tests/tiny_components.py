@@ -1,0 +1,70 @@
+"""Tiny, offline, random-initialised GROK parts built the same way as the real ones."""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import PreTrainedTokenizerFast
+
+from modeling_grok import GrokConfig, GrokForConditionalGeneration, GrokProcessor
+from processing.biomarkers import BIOMARKERS
+from processing.labels import LABEL_DISPLAY, LABELS
+
+SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<unk>"]
+
+
+def tiny_tokenizer(vocab_size: int = 400) -> PreTrainedTokenizerFast:
+    """A byte-level BPE with ChatML special tokens, trained on the project's own vocabulary."""
+    corpus = [b.display for b in BIOMARKERS] + list(LABELS) + list(LABEL_DISPLAY.values())
+    corpus += ["Biomarker Assessments: thinned within normal limits thickened. Sub-inference: Conclusion: consistent with"]
+    bpe = Tokenizer(models.BPE(unk_token="<unk>"))
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
+    bpe.train_from_iterator(corpus * 4, trainer)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=bpe, eos_token="<|im_end|>", pad_token="<|endoftext|>", unk_token="<unk>"
+    )
+
+
+def tiny_model_and_processor(seed: int = 0, **config_kwargs) -> tuple[GrokForConditionalGeneration, GrokProcessor]:
+    import torch
+
+    tokenizer = tiny_tokenizer()
+    config = GrokConfig.tiny(**config_kwargs)
+    processor = GrokProcessor.from_config(tokenizer, config)
+    config.cfp_token_id, config.oct_token_id = processor.cfp_token_id, processor.oct_token_id
+    torch.manual_seed(seed)
+    model = GrokForConditionalGeneration(config).eval()
+    return model, processor
+
+
+def fundus_image(size: int = 96, seed: int = 0) -> Image.Image:
+    """A bright disc on black with noise: the shape of a fundus photograph."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size]
+    disc = (yy - size / 2) ** 2 + (xx - size / 2) ** 2 < (0.45 * size) ** 2
+    rgb = np.zeros((size, size, 3), np.float32)
+    rgb[disc] = [0.8, 0.35, 0.15]
+    rgb += disc[..., None] * rng.normal(0, 0.05, rgb.shape)
+    return Image.fromarray((np.clip(rgb, 0, 1) * 255).astype(np.uint8))
+
+
+def oct_image(height: int = 64, width: int = 96, seed: int = 0) -> Image.Image:
+    rng = np.random.default_rng(seed)
+    scan = rng.gamma(2.0, 20.0, (height, width))
+    scan[height // 3 : height // 3 + 4] += 150
+    return Image.fromarray(np.clip(scan, 0, 255).astype(np.uint8), mode="L")
+
+
+def messages(with_cfp: bool = True, with_oct: bool = True, text: str = "Assess the retina.") -> list[dict]:
+    content = []
+    if with_cfp:
+        content.append({"type": "image", "modality": "cfp"})
+    if with_oct:
+        content.append({"type": "image", "modality": "oct"})
+    content.append({"type": "text", "text": text})
+    return [{"role": "user", "content": content}]
