@@ -7,6 +7,7 @@ from typing import Literal
 
 from transformers import AutoConfig, PretrainedConfig
 from transformers.configuration_utils import SubConfigSpec
+from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
 # RETFound (MAE / DINOv2) and RetiZero are ViT-L/16 at 224 px: 196 patch tokens of width 1024.
 VIT_LARGE_PATCH16_224 = {
@@ -97,6 +98,12 @@ class GrokConfig(PretrainedConfig):
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
+        text_type = getattr(self.text_config, "model_type", None)
+        if text_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
+            raise ValueError(
+                f"text_config must be a causal language model's config; model_type {text_type!r} is not one "
+                "(use e.g. a Qwen2, Llama or SmolLM2 config, or AutoConfig.from_pretrained of a causal LM)."
+            )
         self.cfp_vision_config = {**VIT_LARGE_PATCH16_224, **(self.cfp_vision_config or {})}
         self.oct_vision_config = {**VIT_LARGE_PATCH16_224, **(self.oct_vision_config or {})}
         if self.projector_type not in ("mlp2x_gelu", "linear"):

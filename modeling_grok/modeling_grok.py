@@ -13,7 +13,6 @@ from transformers import AutoModel, GenerationMixin, PreTrainedModel
 from transformers import initialization as init
 from transformers.cache_utils import Cache
 from transformers.modeling_outputs import BaseModelOutputWithPast, ModelOutput
-from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
 from .configuration_grok import MODALITIES, GrokConfig
 
@@ -111,12 +110,6 @@ class GrokModel(GrokPreTrainedModel):
 
     def __init__(self, config: GrokConfig):
         super().__init__(config)
-        text_type = getattr(config.text_config, "model_type", None)
-        if text_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
-            raise ValueError(
-                f"text_config must be a causal language model's config; model_type {text_type!r} is not one "
-                "(use e.g. a Qwen2, Llama or SmolLM2 config, or AutoConfig.from_pretrained of a causal LM)."
-            )
         hidden = config.text_config.hidden_size
         self.cfp_tower = GrokVisionTower(config.cfp_vision_config)
         self.oct_tower = GrokVisionTower(config.oct_vision_config)

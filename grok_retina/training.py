@@ -1,0 +1,87 @@
+"""Stage III training pieces: the SFT config with a projector learning rate, LoRA targets, and the trainer."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from peft import LoraConfig
+from torch import nn
+from trl import SFTConfig, SFTTrainer
+
+PROJECTOR_MODULES = ("cfp_projector", "oct_projector")
+
+
+@dataclass
+class GrokSFTConfig(SFTConfig):
+    """`SFTConfig` plus GROK's projector learning rate (paper: LoRA 2e-4, projectors 2e-5)."""
+
+    projector_lr: float | None = field(
+        default=2e-5, metadata={"help": "Learning rate of the CFP/OCT projectors (None: the main learning rate)."}
+    )
+
+
+def language_model_linear_targets(model: nn.Module) -> str:
+    """A PEFT ``target_modules`` regex for every linear layer of GROK's language model (towers excluded)."""
+    leaves = sorted(
+        {name.rsplit(".", 1)[-1] for name, module in model.named_modules()
+         if isinstance(module, nn.Linear) and ".language_model." in f".{name}"}
+    )
+    if not leaves:
+        raise ValueError("No linear layers found under `language_model`: is this a GrokForConditionalGeneration?")
+    return rf".*language_model\..*\.({'|'.join(map(re.escape, leaves))})"
+
+
+def grok_lora_config(model: nn.Module, r: int = 128, alpha: int = 256, dropout: float = 0.05) -> LoraConfig:
+    """LoRA on all the LM's linear layers; the projectors train fully and are saved with the adapter."""
+    return LoraConfig(
+        r=r,
+        lora_alpha=alpha,
+        lora_dropout=dropout,
+        target_modules=language_model_linear_targets(model),
+        modules_to_save=list(PROJECTOR_MODULES),
+        task_type="CAUSAL_LM",
+    )
+
+
+class GrokSFTTrainer(SFTTrainer):
+    """`SFTTrainer` whose optimizer gives the projectors their own learning rate; towers stay frozen."""
+
+    def create_optimizer(self, *args, **kwargs):
+        projector_lr = getattr(self.args, "projector_lr", None)
+        if self.optimizer is not None or projector_lr is None:
+            return super().create_optimizer(*args, **kwargs)
+        decay = set(self.get_decay_parameter_names(self.model))
+        groups: dict[tuple[bool, bool], list[nn.Parameter]] = {}
+        for name, param in self.model.named_parameters():
+            if param.requires_grad:
+                is_projector = any(f"{p}." in name for p in PROJECTOR_MODULES)
+                groups.setdefault((is_projector, name in decay), []).append(param)
+        param_groups = [
+            {
+                "params": params,
+                "weight_decay": self.args.weight_decay if with_decay else 0.0,
+                **({"lr": projector_lr} if is_projector else {}),
+            }
+            for (is_projector, with_decay), params in groups.items()
+        ]
+        optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, self.model)
+        self.optimizer = optimizer_cls(param_groups, **optimizer_kwargs)
+        return self.optimizer
+
+
+def trainable_parameter_report(model: nn.Module) -> dict[str, int]:
+    """Trainable parameters by part: lora, projectors, towers (must be 0), other."""
+    report = {"lora": 0, "projectors": 0, "towers": 0, "other": 0}
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        part = (
+            "lora" if "lora_" in name
+            else "projectors" if any(p in name for p in PROJECTOR_MODULES)
+            else "towers" if "_tower." in name
+            else "other"
+        )
+        report[part] += param.numel()
+    return report
+

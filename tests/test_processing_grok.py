@@ -1,0 +1,129 @@
+"""GrokProcessor and the CFP / OCT image processors."""
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from modeling_grok import GrokCFPImageProcessor, GrokOCTImageProcessor
+from modeling_grok.image_processing_grok import fundus_bounding_box
+from tests.tiny_components import fundus_image, messages, oct_image, tiny_model_and_processor
+
+
+@pytest.fixture(scope="module")
+def processor():
+    return tiny_model_and_processor()[1]
+
+
+def test_chat_template_renders_each_modality_placeholder(processor):
+    text = processor.apply_chat_template(messages(True, True), add_generation_prompt=True, tokenize=False)
+    assert text.index("<cfp_image>") < text.index("<oct_image>")
+    assert text.endswith("<|im_start|>assistant\n")
+    only_oct = processor.apply_chat_template(messages(False, True), tokenize=False)
+    assert "<cfp_image>" not in only_oct and only_oct.count("<oct_image>") == 1
+
+
+def test_image_item_without_modality_is_rejected(processor):
+    bad = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "x"}]}]
+    with pytest.raises(Exception, match="modality"):
+        processor.apply_chat_template(bad, tokenize=False)
+
+
+def test_images_are_routed_in_placeholder_order_and_expanded(processor):
+    oct_first = [{"role": "user", "content": [{"type": "image", "modality": "oct"}, {"type": "image", "modality": "cfp"}]}]
+    text = processor.apply_chat_template(oct_first, tokenize=False)
+    fundus, scan = fundus_image(), oct_image()
+    out = processor(text=[text], images=[[scan, fundus]], return_tensors="pt")
+    ids = out["input_ids"][0]
+    assert int((ids == processor.cfp_token_id).sum()) == processor.cfp_num_tokens
+    assert int((ids == processor.oct_token_id).sum()) == processor.oct_num_tokens
+    expected_cfp = processor.cfp_image_processor(fundus)["pixel_values"]
+    torch.testing.assert_close(out["pixel_values_cfp"], expected_cfp)
+    assert out["oct_slices_per_image"].tolist() == [1]
+
+
+def test_oct_volume_is_one_image_with_many_slices(processor):
+    text = processor.apply_chat_template(messages(False, True), tokenize=False)
+    volume = [oct_image(seed=s) for s in range(5)]
+    out = processor(text=[text], images=[[volume]], return_tensors="pt")
+    assert out["pixel_values_oct"].shape[0] == 5 and out["oct_slices_per_image"].tolist() == [5]
+    stacked = np.stack([np.asarray(v) for v in volume])
+    out_array = processor(text=[text], images=[[stacked]], return_tensors="pt")
+    torch.testing.assert_close(out_array["pixel_values_oct"], out["pixel_values_oct"])
+
+
+@pytest.mark.parametrize("n_images", [0, 2])
+def test_placeholder_image_count_mismatch(processor, n_images):
+    text = processor.apply_chat_template(messages(True, False), tokenize=False)
+    with pytest.raises(ValueError, match=rf"1 image placeholders .* but {n_images} images"):
+        processor(text=[text], images=[[fundus_image()] * n_images])
+
+
+def test_images_without_placeholders(processor):
+    text = processor.apply_chat_template(messages(False, False), tokenize=False)
+    with pytest.raises(ValueError, match="0 image placeholders"):
+        processor(text=[text], images=[[fundus_image()]])
+
+
+def test_truncation_that_cuts_placeholders_is_an_error(processor):
+    text = processor.apply_chat_template(messages(True, True), tokenize=False)
+    with pytest.raises(ValueError, match="truncation cut"):
+        processor(text=[text], images=[[fundus_image(), oct_image()]], truncation=True, max_length=20)
+
+
+@pytest.mark.parametrize(
+    "image,match",
+    [
+        (np.full((32, 32, 3), np.nan, np.float32), "NaN or infinite"),
+        (np.full((32, 32), np.inf, np.float32), "NaN or infinite"),
+        (np.zeros((8, 8, 3), np.uint8), "at least 16 px"),
+        (np.zeros((32, 32, 2), np.uint8), r"expected a grayscale \(H, W\) or colour \(H, W, 3\)"),
+        (Image.new("HSV", (32, 32)), "unsupported PIL image mode"),
+        ("not an image", "expected a PIL image"),
+    ],
+)
+def test_bad_images_get_clear_errors(image, match):
+    with pytest.raises(ValueError, match=match):
+        GrokCFPImageProcessor(size=32)(image)
+
+
+def test_sixteen_bit_oct_is_scaled_like_eight_bit():
+    scan8 = np.asarray(oct_image())
+    scan16 = (scan8.astype(np.uint16) * 257)
+    processor = GrokOCTImageProcessor(size=32)
+    torch.testing.assert_close(processor(scan16)["pixel_values"], processor(scan8)["pixel_values"], atol=1e-4, rtol=0)
+
+
+def test_cfp_crop_finds_the_fundus_field():
+    rgb = np.zeros((100, 160, 3), np.float32)
+    yy, xx = np.mgrid[:100, :160]
+    rgb[(yy - 50) ** 2 + (xx - 90) ** 2 < 40**2] = 0.6
+    top, bottom, left, right = fundus_bounding_box(rgb)
+    assert abs(top - 10) <= 2 and abs(bottom - 90) <= 2 and abs(left - 50) <= 2 and abs(right - 130) <= 2
+    # The cropped fundus fills the processed frame: corners are background, centre is fundus.
+    pixels = GrokCFPImageProcessor(size=64)(Image.fromarray((rgb * 255).astype(np.uint8)), return_tensors=None)["pixel_values"][0]
+    assert pixels[:, 32, 32].mean() > pixels[:, 1, 1].mean() + 1.0
+
+
+def test_outputs_match_trl_collator_expectations(processor):
+    from trl.trainer.sft_trainer import DataCollatorForVisionLanguageModeling
+
+    collator = DataCollatorForVisionLanguageModeling(processor, completion_only_loss=True)
+    examples = [
+        {
+            "prompt": messages(True, True),
+            "completion": [{"role": "assistant", "content": [{"type": "text", "text": "Conclusion: Glaucoma."}]}],
+            "images": [fundus_image(), oct_image()],
+        },
+        {
+            "prompt": messages(False, True),
+            "completion": [{"role": "assistant", "content": [{"type": "text", "text": "Conclusion: Normal."}]}],
+            "images": [oct_image(seed=1)],
+        },
+    ]
+    batch = collator(examples)
+    assert batch["pixel_values_cfp"].shape[0] == 1 and batch["pixel_values_oct"].shape[0] == 2
+    supervised = batch["input_ids"][batch["labels"] != -100]
+    text = processor.tokenizer.decode(supervised)
+    assert "Conclusion" in text and "Assess the retina" not in text
+    assert not torch.isin(supervised, torch.tensor([processor.cfp_token_id, processor.oct_token_id])).any()
