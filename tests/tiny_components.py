@@ -4,30 +4,17 @@ from __future__ import annotations
 
 import numpy as np
 from PIL import Image
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import PreTrainedTokenizerFast
 
+from grok_retina.tiny_backbone import train_tokenizer
 from modeling_grok import GrokConfig, GrokForConditionalGeneration, GrokProcessor
 from processing.biomarkers import BIOMARKERS
 from processing.labels import LABEL_DISPLAY, LABELS
 
-SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<unk>"]
-
-
-def tiny_tokenizer(vocab_size: int = 400) -> PreTrainedTokenizerFast:
-    """A byte-level BPE with ChatML special tokens, trained on the project's own vocabulary."""
+def tiny_tokenizer(vocab_size: int = 400):
+    """The library's tokenizer trainer on the project's own vocabulary."""
     corpus = [b.display for b in BIOMARKERS] + list(LABELS) + list(LABEL_DISPLAY.values())
     corpus += ["Biomarker Assessments: thinned within normal limits thickened. Sub-inference: Conclusion: consistent with"]
-    bpe = Tokenizer(models.BPE(unk_token="<unk>"))
-    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    bpe.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
-    )
-    bpe.train_from_iterator(corpus * 4, trainer)
-    return PreTrainedTokenizerFast(
-        tokenizer_object=bpe, eos_token="<|im_end|>", pad_token="<|endoftext|>", unk_token="<unk>"
-    )
+    return train_tokenizer(corpus * 4, vocab_size=vocab_size)
 
 
 def tiny_model_and_processor(seed: int = 0, **config_kwargs) -> tuple[GrokForConditionalGeneration, GrokProcessor]:

@@ -1,0 +1,152 @@
+"""Inference: `GrokPipeline` turns a CFP, an OCT and biomarkers into a grounded, verified report."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from threading import Thread
+from typing import Any, Iterator, Mapping, Sequence
+
+import torch
+from transformers import TextIteratorStreamer
+
+from modeling_grok import GrokForConditionalGeneration, GrokProcessor
+from processing.biomarkers import validate_biomarkers
+
+from .guideline import Assessment, assess_all
+from .prompts import build_student_messages
+from .report_parsing import parse_label
+from .verifier import VerificationResult, verify_report
+
+
+@dataclass
+class GrokReport:
+    """A generated report and what it says, checked against the biomarkers it was given."""
+
+    text: str
+    label: str | None
+    assessments: dict[str, Assessment]
+    verification: VerificationResult
+    biomarkers: dict[str, float | None]
+    biomarker_source: dict[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "text": self.text,
+            "label": self.label,
+            "assessments": {k: vars(a) for k, a in self.assessments.items()},
+            "verification": {**self.verification.scores(), "passed": self.verification.passed,
+                             "fabricated": [vars(c) for c in self.verification.fabricated]},
+            "biomarkers": self.biomarkers,
+            "biomarker_source": self.biomarker_source,
+        }
+
+
+class GrokPipeline:
+    """``GrokPipeline.from_pretrained(path_or_hub_id)(cfp=..., oct=..., biomarkers=...)`` -> `GrokReport`.
+
+    Lists of inputs run as one left-padded batch. Biomarkers left out are measured from the images
+    (`processing.measure`) when ``measure_missing`` is set; measured values are marked in ``biomarker_source``.
+    """
+
+    def __init__(
+        self,
+        model: GrokForConditionalGeneration,
+        processor: GrokProcessor,
+        max_new_tokens: int = 512,
+        measure_missing: bool = True,
+    ):
+        self.model = model.eval()
+        self.processor = processor
+        self.processor.tokenizer.padding_side = "left"
+        self.max_new_tokens = max_new_tokens
+        self.measure_missing = measure_missing
+
+    @classmethod
+    def from_pretrained(
+        cls, name_or_path: str | os.PathLike, device: str | None = None, dtype: torch.dtype | str | None = None, **kwargs
+    ) -> "GrokPipeline":
+        model = GrokForConditionalGeneration.from_pretrained(name_or_path, dtype=dtype or "auto")
+        processor = GrokProcessor.from_pretrained(name_or_path)
+        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        return cls(model.to(device), processor, **kwargs)
+
+    def _biomarkers(self, cfp: Any, oct: Any, given: Mapping[str, object] | None) -> tuple[dict, dict[str, str]]:
+        values = validate_biomarkers(given)
+        source = {name: "given" for name, value in values.items() if value is not None}
+        if self.measure_missing and (cfp is not None or oct is not None) and None in values.values():
+            from processing.measure import measure_biomarkers
+
+            scan = oct[0] if isinstance(oct, (list, tuple)) else oct
+            measured = measure_biomarkers(cfp=cfp, oct=scan)
+            for name, value in measured.biomarkers.items():
+                if values.get(name) is None and value is not None:
+                    values[name], source[name] = float(value), "measured"
+        return values, source
+
+    def _inputs(self, samples: list[tuple[Any, Any, dict]]) -> dict[str, torch.Tensor]:
+        texts, images = [], []
+        for cfp, oct, biomarkers in samples:
+            messages = build_student_messages(biomarkers, has_cfp=cfp is not None, has_oct=oct is not None)
+            texts.append(self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False))
+            images.append([image for image in (cfp, oct) if image is not None])
+        inputs = self.processor(text=texts, images=images, return_tensors="pt", padding=True)
+        return {k: v.to(self.model.device) for k, v in inputs.items()}
+
+    def report(self, text: str, biomarkers: dict, source: dict[str, str] | None = None, label: str | None = None) -> GrokReport:
+        """Parse and verify a generated ``text`` against ``biomarkers`` (and a known ``label``, if any)."""
+        return GrokReport(
+            text=text,
+            label=parse_label(text),
+            assessments=assess_all(biomarkers),
+            verification=verify_report(text, biomarkers, label=label),
+            biomarkers=biomarkers,
+            biomarker_source=source or {},
+        )
+
+    @torch.inference_mode()
+    def __call__(
+        self,
+        cfp: Any | Sequence[Any] = None,
+        oct: Any | Sequence[Any] = None,
+        biomarkers: Mapping[str, object] | Sequence[Mapping[str, object] | None] | None = None,
+        batch: bool | None = None,
+        **generate_kwargs,
+    ) -> GrokReport | list[GrokReport]:
+        if batch is None:  # an OCT volume is a list too, so only cfp or biomarkers lists mean a batch
+            batch = isinstance(cfp, (list, tuple)) or isinstance(biomarkers, (list, tuple))
+        if batch:
+            count = len(next(x for x in (cfp, biomarkers, oct) if isinstance(x, (list, tuple))))
+            cfps, octs, marks = (list(x) if isinstance(x, (list, tuple)) else [x] * count for x in (cfp, oct, biomarkers))
+            if not len(cfps) == len(octs) == len(marks):
+                raise ValueError("cfp, oct and biomarkers lists must have the same length (None for a missing item).")
+        else:
+            cfps, octs, marks = [cfp], [oct], [biomarkers]
+        prepared = [(c, o, *self._biomarkers(c, o, b)) for c, o, b in zip(cfps, octs, marks)]
+        inputs = self._inputs([(c, o, values) for c, o, values, _ in prepared])
+        generate_kwargs = {"max_new_tokens": self.max_new_tokens, "do_sample": False, **generate_kwargs}
+        output = self.model.generate(**inputs, **generate_kwargs)
+        texts = self.processor.batch_decode(output[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
+        reports = [self.report(text.strip(), values, source) for text, (_, _, values, source) in zip(texts, prepared)]
+        return reports if batch else reports[0]
+
+    def stream(self, cfp: Any = None, oct: Any = None, biomarkers: Mapping[str, object] | None = None,
+               **generate_kwargs) -> Iterator[str]:
+        """Yield the report's text as it is generated; build the `GrokReport` with `report` at the end."""
+        values, _ = self._biomarkers(cfp, oct, biomarkers)
+        inputs = self._inputs([(cfp, oct, values)])
+        streamer = TextIteratorStreamer(self.processor.tokenizer, skip_prompt=True, skip_special_tokens=True)
+        kwargs = {"max_new_tokens": self.max_new_tokens, "do_sample": False, **generate_kwargs}
+
+        def generate() -> None:
+            with torch.inference_mode():
+                self.model.generate(**inputs, streamer=streamer, **kwargs)
+
+        thread = Thread(target=generate, daemon=True)
+        thread.start()
+        yield from streamer
+        thread.join()
+
+    def biomarkers_for(self, cfp: Any = None, oct: Any = None, biomarkers: Mapping[str, object] | None = None):
+        """The biomarkers a call would use (given ones validated, missing ones measured) and their sources."""
+        return self._biomarkers(cfp, oct, biomarkers)
