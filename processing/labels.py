@@ -23,6 +23,10 @@ LABEL_SYNONYMS: dict[str, tuple[str, ...]] = {
     "Alzheimer": ("alzheimer's disease", "alzheimers disease", "alzheimer disease", "alzheimer's", "alzheimer"),
     "DiabeticRetinopathy": (
         "diabetic retinopathy",
+        "diabetic macular oedema",
+        "diabetic macular edema",
+        "diabetic maculopathy",
+        "dme",
         "proliferative retinopathy",
         "non-proliferative retinopathy",
         "npdr",

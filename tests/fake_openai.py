@@ -1,7 +1,8 @@
 """A real HTTP server on 127.0.0.1 that speaks the OpenAI chat-completions protocol, for tests and benchmarks.
 
 Each request takes the next scripted `Reply` (or, when the script is empty, the ``responder``'s reply), so a
-test can line up 429s, 500s, timeouts, malformed bodies and chosen contents. Every request body is recorded.
+test can line up 429s, 500s, timeouts, malformed bodies and chosen contents. Every request body is recorded,
+with its arrival time (``request_times``, `time.monotonic`); ``max_in_flight`` is the most requests served at once.
 """
 
 from __future__ import annotations
@@ -28,6 +29,11 @@ class Reply:
     completion_tokens: int = 50
 
 
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 128  # listen() backlog; it is read in __init__, so it must be a class attribute
+
+
 class FakeOpenAIServer:
     """``with FakeOpenAIServer(responder) as server: client(base_url=server.base_url)``."""
 
@@ -36,10 +42,11 @@ class FakeOpenAIServer:
         self.responder = responder or (lambda request: Reply(content="ok"))
         self.latency = latency
         self.requests: list[dict] = []
+        self.request_times: list[float] = []
+        self.in_flight = 0
+        self.max_in_flight = 0
         self._lock = threading.Lock()
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self._httpd.daemon_threads = True
-        self._httpd.request_queue_size = 128
+        self._httpd = _Server(("127.0.0.1", 0), self._handler())
         self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
 
     @property
@@ -54,6 +61,7 @@ class FakeOpenAIServer:
     def _next(self, request: dict) -> Reply:
         with self._lock:
             self.requests.append(request)
+            self.request_times.append(time.monotonic())
             if self.script:
                 return self.script.popleft()
         return self.responder(request)
@@ -63,6 +71,7 @@ class FakeOpenAIServer:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True  # headers and body go out as two writes: no 40 ms delayed-ACK stall
 
             def log_message(self, *args):  # quiet
                 pass
@@ -70,8 +79,13 @@ class FakeOpenAIServer:
             def do_POST(self):
                 length = int(self.headers.get("Content-Length", 0))
                 request = json.loads(self.rfile.read(length) or b"{}")
+                with server._lock:
+                    server.in_flight += 1
+                    server.max_in_flight = max(server.max_in_flight, server.in_flight)
                 reply = server._next(request)
                 time.sleep(server.latency + reply.delay)
+                with server._lock:
+                    server.in_flight -= 1
                 if reply.raw is not None:
                     body = reply.raw.encode()
                 elif reply.status != 200:

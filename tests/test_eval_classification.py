@@ -95,13 +95,8 @@ def test_binary_metrics_at_a_threshold():
         ("Conclusion: no signs of glaucoma; findings consistent with diabetic retinopathy.", "DiabeticRetinopathy"),
         ("Sub-inference: glaucoma is likely.\nConclusion: no evidence of ocular or systemic disease.", "Normal"),
         ("Conclusion: diabetic retinopathy is not present; the findings suggest diabetes mellitus.", "Diabetes"),
-        pytest.param(
-            "Conclusion: AMD has been ruled out; normal retina.",
-            "Normal",
-            marks=pytest.mark.xfail(
-                reason="parse_label misses 'has been ruled out' after the label; reported to the lead"
-            ),
-        ),
+        ("Conclusion: AMD has been ruled out; normal retina.", "Normal"),
+        ("Conclusion: diabetic macular oedema in both eyes.", "DiabeticRetinopathy"),
     ],
 )
 def test_parse_label_respects_negation(report, label):

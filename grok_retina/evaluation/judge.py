@@ -118,7 +118,7 @@ class RubricJudge:
                         error = f"not sent: {self._fatal}"
                         break
                     usage.calls += 1
-                    text, transport = await self._transport._complete(messages)
+                    text, transport = await self._transport.complete(messages)
             except TeacherError as exc:  # transport retries are exhausted
                 usage.requests += exc.usage.requests
                 error = f"request failed: {exc}"

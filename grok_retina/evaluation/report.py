@@ -99,7 +99,7 @@ class EvaluationResult:
 
     def save_json(self, path: str | Path) -> Path:
         """Write the JSON atomically."""
-        return _atomic_write(path, json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n")
+        return atomic_write_text(path, json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n")
 
     @classmethod
     def load_json(cls, path: str | Path) -> "EvaluationResult":
@@ -165,12 +165,12 @@ class EvaluationResult:
         block = yaml.safe_dump({"model-index": self.model_index()}, sort_keys=False, allow_unicode=True)
         return {
             "json": self.save_json(out_dir / f"{stem}.json"),
-            "markdown": _atomic_write(out_dir / f"{stem}.md", self.to_markdown()),
-            "model_index": _atomic_write(out_dir / f"{stem}.model-index.yaml", block),
+            "markdown": atomic_write_text(out_dir / f"{stem}.md", self.to_markdown()),
+            "model_index": atomic_write_text(out_dir / f"{stem}.model-index.yaml", block),
         }
 
 
-def _atomic_write(path: str | Path, text: str) -> Path:
+def atomic_write_text(path: str | Path, text: str) -> Path:
     """Write ``text`` to a temporary file in the same folder, then ``os.replace`` it onto ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
