@@ -8,7 +8,7 @@ import sys
 # subcommand -> (module, one-line help). Modules are imported only when their subcommand runs.
 COMMANDS: dict[str, tuple[str, str]] = {
     "quickstart": ("recipes.quickstart", "the whole pipeline on the phantom, offline, ending in a report"),
-    "demo": ("recipes.demo", "build a tiny GROK and write a report for one CFP + OCT pair"),
+    "report": ("recipes.report", "a grounded report for your own CFP + OCT images"),
     "data": ("recipes.data", "phantom generation and manifest validation (data phantom|validate)"),
     "biomarkers": ("recipes.measure_biomarkers", "stage 0: measure the 37 biomarkers from the images"),
     "instruct": ("recipes.generate_instructions", "stage I: knowledge-guided instruction generation"),

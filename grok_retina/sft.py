@@ -15,6 +15,7 @@ from trl import ModelConfig, ScriptArguments
 
 from modeling_grok import GrokForConditionalGeneration, GrokProcessor
 from modeling_grok.configuration_grok import VIT_LARGE_PATCH16_224, VIT_TINY_TEST
+from modeling_grok.modeling_aligner import OCT_TOWER_CONFIG
 
 from .smollm2 import smollm2_gguf
 from .tiny_backbone import tiny_text_model, train_tokenizer
@@ -35,8 +36,10 @@ class GrokComponentArguments:
     text_model_gguf_file: str | None = field(default=None, metadata={"help": "GGUF file inside text_model."})
     towers: str = field(default="vit_large", metadata={"help": "Tower preset: vit_large (RETFound/RetiZero) or tiny."})
     cfp_encoder: str | None = field(default=None, metadata={"help": "RetiZero / timm CFP checkpoint (Hub id or path)."})
-    oct_encoder: str | None = field(default=None, metadata={"help": "RETFound or Stage II aligned OCT checkpoint."})
-    oct_tower_config: str | None = field(default=None, metadata={"help": "JSON tower config (e.g. from Stage II)."})
+    oct_encoder: str | None = field(
+        default=None,
+        metadata={"help": "RETFound checkpoint, or a Stage II aligned tower folder (its tower config is read from it)."},
+    )
     tokens_per_image: int | None = field(default=None, metadata={"help": "Pool each image to this many tokens."})
     projector_type: str = field(default="mlp2x_gelu")
     tiny_vocab_size: int = field(default=2048, metadata={"help": "Tokenizer size for text_model='tiny'."})
@@ -80,7 +83,8 @@ def build_model_and_processor(
         model = GrokForConditionalGeneration.from_pretrained(model_args.model_name_or_path, dtype=model_args.dtype)
         return model, GrokProcessor.from_pretrained(model_args.model_name_or_path)
     tower = dict(TOWER_PRESETS[components.towers])
-    oct_tower = json.loads(Path(components.oct_tower_config).read_text()) if components.oct_tower_config else tower
+    aligned_config = Path(components.oct_encoder or "") / OCT_TOWER_CONFIG
+    oct_tower = json.loads(aligned_config.read_text()) if aligned_config.is_file() else tower
     config_kwargs = {
         "cfp_vision_config": tower,
         "oct_vision_config": oct_tower,

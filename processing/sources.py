@@ -1,0 +1,49 @@
+"""One way to name a dataset on the command line: ``phantom:N[:seed]``, ``dme-dr``, a folder, a manifest, a Hub id."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+PHANTOM_PREFIX = "phantom:"
+DME_DR = "dme-dr"
+
+
+def parse_phantom_spec(spec: str) -> tuple[int, int]:
+    """``phantom:N`` or ``phantom:N:seed`` -> (N, seed)."""
+    parts = spec[len(PHANTOM_PREFIX) :].split(":")
+    if not 1 <= len(parts) <= 2 or not all(p.isdigit() for p in parts) or int(parts[0]) < 1:
+        raise ValueError(f"dataset {spec!r}: write the phantom as 'phantom:N' or 'phantom:N:seed', e.g. phantom:600:0.")
+    return int(parts[0]), int(parts[1]) if len(parts) == 2 else 0
+
+
+def load_source(spec: str, split: str | None = None, **phantom_kwargs):
+    """The dataset ``spec`` names.
+
+    - ``phantom:N[:seed]``: N rendered phantom eyes (`processing.phantom.phantom_dataset`);
+    - ``dme-dr``: the real paired DME/DR set, split by patient (``split`` picks train or validation);
+    - a `save_to_disk` folder of any dataset (a Stage I output included);
+    - anything `processing.grok_dataset.load_grok_dataset` reads (manifest, Parquet, Hub id).
+    """
+    import datasets
+
+    if spec.startswith(PHANTOM_PREFIX):
+        from .phantom import phantom_dataset
+
+        n, seed = parse_phantom_spec(spec)
+        return phantom_dataset(n, seed=seed, **phantom_kwargs)
+    if spec == DME_DR:
+        from .dme_dr import load_dme_dr
+
+        data = load_dme_dr()
+        return data[split] if split else data
+    path = Path(spec)
+    if path.is_dir() and ((path / "dataset_dict.json").is_file() or (path / "state.json").is_file()):
+        data = datasets.load_from_disk(str(path))
+        if split and isinstance(data, datasets.DatasetDict):
+            if split not in data:
+                raise ValueError(f"{spec} has no split {split!r}; it has {list(data)}.")
+            return data[split]
+        return data
+    from .grok_dataset import load_grok_dataset
+
+    return load_grok_dataset(spec, split=split)

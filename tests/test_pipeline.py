@@ -1,0 +1,51 @@
+"""GrokPipeline: batched inference, streaming, structured and verified output."""
+
+import pytest
+
+from grok_retina.pipeline import GrokPipeline, GrokReport
+from grok_retina.report_parsing import parse_label
+from processing.biomarkers import BIOMARKER_NAMES, BiomarkerError
+from tests.tiny_components import fundus_image, oct_image, tiny_model_and_processor
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    model, processor = tiny_model_and_processor()
+    return GrokPipeline(model, processor, max_new_tokens=12, measure_missing=False)
+
+
+BIOMARKERS = {"central_subfield": 340.0, "cup_to_disc_ratio": 0.72}
+
+
+def test_single_report_is_structured_and_verified(pipe):
+    report = pipe(cfp=fundus_image(), oct=oct_image(), biomarkers=BIOMARKERS)
+    assert isinstance(report, GrokReport) and report.text
+    assert report.label == parse_label(report.text)
+    assert set(report.assessments) == set(BIOMARKER_NAMES)
+    assert report.assessments["cup_to_disc_ratio"].status == "high"
+    assert report.biomarker_source == {"central_subfield": "given", "cup_to_disc_ratio": "given"}
+    assert 0.0 <= report.verification.grounding <= 1.0
+    assert report.to_dict()["verification"]["passed"] == report.verification.passed
+
+
+def test_batch_equals_one_by_one(pipe):
+    cfps = [fundus_image(seed=0), None, fundus_image(seed=2)]
+    octs = [oct_image(seed=0), oct_image(seed=1), None]
+    marks = [BIOMARKERS, None, {"rnfl": 20.0}]
+    batched = pipe(cfp=cfps, oct=octs, biomarkers=marks)
+    for c, o, b, report in zip(cfps, octs, marks, batched):
+        assert pipe(cfp=c, oct=o, biomarkers=b).text == report.text
+
+
+def test_stream_yields_the_same_text(pipe):
+    streamed = "".join(pipe.stream(cfp=fundus_image(), oct=oct_image(), biomarkers=BIOMARKERS)).strip()
+    assert streamed == pipe(cfp=fundus_image(), oct=oct_image(), biomarkers=BIOMARKERS).text
+
+
+def test_oct_volume_and_bad_biomarkers(pipe):
+    volume = [oct_image(seed=s) for s in range(3)]
+    assert pipe(cfp=None, oct=volume, biomarkers=None).text is not None
+    with pytest.raises(BiomarkerError, match="Unknown biomarker name 'cdr'"):
+        pipe(cfp=fundus_image(), oct=oct_image(), biomarkers={"cdr": 0.5})
+    with pytest.raises(ValueError, match="same length"):
+        pipe(cfp=[fundus_image()], oct=[oct_image(), oct_image()], biomarkers=None)
