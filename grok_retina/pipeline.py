@@ -71,15 +71,17 @@ class GrokPipeline:
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         return cls(model.to(device), processor, **kwargs)
 
-    def _biomarkers(self, cfp: Any, oct: Any, given: Mapping[str, object] | None) -> tuple[dict, dict[str, str]]:
+    def _biomarkers(
+        self, cfp: Any, oct: Any, given: Mapping[str, object] | None, measure: bool | None = None
+    ) -> tuple[dict, dict[str, str]]:
         values = validate_biomarkers(given)
         source = {name: "given" for name, value in values.items() if value is not None}
-        if self.measure_missing and (cfp is not None or oct is not None) and None in values.values():
+        measure = self.measure_missing if measure is None else measure
+        if measure and (cfp is not None or oct is not None) and None in values.values():
             from processing.measure import measure_biomarkers
 
-            scan = oct[0] if isinstance(oct, (list, tuple)) else oct
-            measured = measure_biomarkers(cfp=cfp, oct=scan)
-            for name, value in measured.biomarkers.items():
+            measured = measure_biomarkers(cfp=cfp, oct=oct)
+            for name, value in measured["biomarkers"].items():
                 if values.get(name) is None and value is not None:
                     values[name], source[name] = float(value), "measured"
         return values, source
@@ -111,6 +113,7 @@ class GrokPipeline:
         oct: Any | Sequence[Any] = None,
         biomarkers: Mapping[str, object] | Sequence[Mapping[str, object] | None] | None = None,
         batch: bool | None = None,
+        measure: bool | None = None,
         **generate_kwargs,
     ) -> GrokReport | list[GrokReport]:
         if batch is None:  # an OCT volume is a list too, so only cfp or biomarkers lists mean a batch
@@ -122,7 +125,7 @@ class GrokPipeline:
                 raise ValueError("cfp, oct and biomarkers lists must have the same length (None for a missing item).")
         else:
             cfps, octs, marks = [cfp], [oct], [biomarkers]
-        prepared = [(c, o, *self._biomarkers(c, o, b)) for c, o, b in zip(cfps, octs, marks)]
+        prepared = [(c, o, *self._biomarkers(c, o, b, measure)) for c, o, b in zip(cfps, octs, marks)]
         inputs = self._inputs([(c, o, values) for c, o, values, _ in prepared])
         generate_kwargs = {"max_new_tokens": self.max_new_tokens, "do_sample": False, **generate_kwargs}
         output = self.model.generate(**inputs, **generate_kwargs)
@@ -130,12 +133,19 @@ class GrokPipeline:
         reports = [self.report(text.strip(), values, source) for text, (_, _, values, source) in zip(texts, prepared)]
         return reports if batch else reports[0]
 
-    def stream(self, cfp: Any = None, oct: Any = None, biomarkers: Mapping[str, object] | None = None,
-               **generate_kwargs) -> Iterator[str]:
-        """Yield the report's text as it is generated; build the `GrokReport` with `report` at the end."""
-        values, _ = self._biomarkers(cfp, oct, biomarkers)
+    def stream(
+        self, cfp: Any = None, oct: Any = None, biomarkers: Mapping[str, object] | None = None,
+        measure: bool | None = None, timeout: float | None = 600.0, **generate_kwargs,
+    ) -> Iterator[str]:
+        """Yield the report's text as it is generated; build the `GrokReport` with `report` at the end.
+
+        A generation error in the worker thread surfaces here as a timeout after ``timeout`` idle seconds.
+        """
+        values, _ = self._biomarkers(cfp, oct, biomarkers, measure)
         inputs = self._inputs([(cfp, oct, values)])
-        streamer = TextIteratorStreamer(self.processor.tokenizer, skip_prompt=True, skip_special_tokens=True)
+        streamer = TextIteratorStreamer(
+            self.processor.tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=timeout
+        )
         kwargs = {"max_new_tokens": self.max_new_tokens, "do_sample": False, **generate_kwargs}
 
         def generate() -> None:
@@ -147,6 +157,9 @@ class GrokPipeline:
         yield from streamer
         thread.join()
 
-    def biomarkers_for(self, cfp: Any = None, oct: Any = None, biomarkers: Mapping[str, object] | None = None):
+    def biomarkers_for(
+        self, cfp: Any = None, oct: Any = None, biomarkers: Mapping[str, object] | None = None,
+        measure: bool | None = None,
+    ) -> tuple[dict, dict[str, str]]:
         """The biomarkers a call would use (given ones validated, missing ones measured) and their sources."""
-        return self._biomarkers(cfp, oct, biomarkers)
+        return self._biomarkers(cfp, oct, biomarkers, measure)

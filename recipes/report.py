@@ -40,15 +40,14 @@ def main(argv: list[str] | None = None) -> int:
     pipe = GrokPipeline.from_pretrained(args.model, device=args.device, max_new_tokens=args.max_new_tokens,
                                         measure_missing=args.measure_missing)
     values, source = pipe.biomarkers_for(cfp, oct, given)
-    pipe.measure_missing = False  # measured once, above
     if args.stream:
         text = ""
-        for chunk in pipe.stream(cfp=cfp, oct=oct, biomarkers=values):
+        for chunk in pipe.stream(cfp=cfp, oct=oct, biomarkers=values, measure=False):
             print(chunk, end="", flush=True)
             text += chunk
         report = pipe.report(text.strip(), values, source)
     else:
-        report = pipe(cfp=cfp, oct=oct, biomarkers=values)
+        report = pipe(cfp=cfp, oct=oct, biomarkers=values, measure=False)
         print(report.text)
     check = report.verification
     print(f"\n\nLabel: {report.label}   grounding: {check.grounding:.2f}   unsupported numbers: {len(check.fabricated)}")

@@ -49,3 +49,15 @@ def test_oct_volume_and_bad_biomarkers(pipe):
         pipe(cfp=fundus_image(), oct=oct_image(), biomarkers={"cdr": 0.5})
     with pytest.raises(ValueError, match="same length"):
         pipe(cfp=[fundus_image()], oct=[oct_image(), oct_image()], biomarkers=None)
+
+
+def test_images_without_biomarkers_are_measured(pipe):
+    from processing.phantom import RetinaPhantom
+
+    eye = RetinaPhantom(seed=3)[0]
+    values, source = pipe.biomarkers_for(cfp=eye["cfp"], oct=eye["oct"][0], biomarkers=None, measure=True)
+    measured = [name for name, how in source.items() if how == "measured"]
+    assert "cup_to_disc_ratio" in measured and "av_ratio" in measured
+    assert abs(values["cup_to_disc_ratio"] - eye["biomarkers"]["cup_to_disc_ratio"]) < 0.1
+    report = pipe(cfp=eye["cfp"], oct=eye["oct"][0], biomarkers={"rnfl": 30.0}, measure=True)
+    assert report.biomarker_source["rnfl"] == "given" and report.biomarker_source["cup_to_disc_ratio"] == "measured"
