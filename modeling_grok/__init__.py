@@ -9,8 +9,10 @@ from transformers import (
 )
 
 from .component_loading import load_vision_tower_state_dict
+from .configuration_aligner import GrokAlignerConfig
 from .configuration_grok import GrokConfig
 from .image_processing_grok import GrokCFPImageProcessor, GrokOCTImageProcessor
+from .modeling_aligner import GrokAligner
 from .modeling_grok import GrokForConditionalGeneration, GrokModel, GrokPreTrainedModel
 from .processing_grok import GrokProcessor, add_image_tokens
 
@@ -19,6 +21,8 @@ AutoModel.register(GrokConfig, GrokModel, exist_ok=True)
 AutoModelForImageTextToText.register(GrokConfig, GrokForConditionalGeneration, exist_ok=True)
 AutoModelForCausalLM.register(GrokConfig, GrokForConditionalGeneration, exist_ok=True)
 AutoProcessor.register(GrokConfig, GrokProcessor, exist_ok=True)
+AutoConfig.register("grok_aligner", GrokAlignerConfig, exist_ok=True)
+AutoModel.register(GrokAlignerConfig, GrokAligner, exist_ok=True)
 
 # save_pretrained writes auto_map and copies the code files, so saved folders load with trust_remote_code=True.
 GrokConfig.register_for_auto_class()
@@ -26,6 +30,8 @@ GrokForConditionalGeneration.register_for_auto_class("AutoModelForImageTextToTex
 GrokProcessor.register_for_auto_class("AutoProcessor")
 
 __all__ = [
+    "GrokAligner",
+    "GrokAlignerConfig",
     "GrokCFPImageProcessor",
     "GrokConfig",
     "GrokForConditionalGeneration",

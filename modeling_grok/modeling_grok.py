@@ -65,6 +65,17 @@ class GrokVisionTower(nn.Module):
         return tokens
 
 
+def init_vit_tokens(module: nn.Module) -> None:
+    """timm's init of a ViT's own parameters (position embedding, CLS and register tokens), which
+    `PreTrainedModel._init_weights` does not cover."""
+    if isinstance(module, timm.models.vision_transformer.VisionTransformer):
+        init.trunc_normal_(module.pos_embed, std=0.02)
+        if module.cls_token is not None:
+            init.normal_(module.cls_token, std=1e-6)
+        if module.reg_token is not None:
+            init.normal_(module.reg_token, std=1e-6)
+
+
 class GrokMultiModalProjector(nn.Module):
     """`mlp2x_gelu` (Linear-GELU-Linear, as LLaVA-1.5) or `linear` from a tower's width to the LM's."""
 
@@ -97,12 +108,7 @@ class GrokPreTrainedModel(PreTrainedModel):
 
     def _init_weights(self, module):
         super()._init_weights(module)
-        if isinstance(module, timm.models.vision_transformer.VisionTransformer):
-            init.trunc_normal_(module.pos_embed, std=0.02)
-            if module.cls_token is not None:
-                init.normal_(module.cls_token, std=1e-6)
-            if module.reg_token is not None:
-                init.normal_(module.reg_token, std=1e-6)
+        init_vit_tokens(module)
 
 
 class GrokModel(GrokPreTrainedModel):
