@@ -47,6 +47,8 @@ class GrokPipeline:
 
     Lists of inputs run as one left-padded batch. Biomarkers left out are measured from the images
     (`processing.measure`) when ``measure_missing`` is set; measured values are marked in ``biomarker_source``.
+    ``acquisition`` (``eye``, ``oct_axial_um_per_px``, ``oct_lateral_um_per_px``, ``cfp_um_per_px``) lets the
+    measurement report µm thicknesses and tell nasal from temporal; without it only ratios are measured.
     """
 
     def __init__(
@@ -72,7 +74,8 @@ class GrokPipeline:
         return cls(model.to(device), processor, **kwargs)
 
     def _biomarkers(
-        self, cfp: Any, oct: Any, given: Mapping[str, object] | None, measure: bool | None = None
+        self, cfp: Any, oct: Any, given: Mapping[str, object] | None, measure: bool | None = None,
+        acquisition: Mapping[str, object] | None = None,
     ) -> tuple[dict, dict[str, str]]:
         values = validate_biomarkers(given)
         source = {name: "given" for name, value in values.items() if value is not None}
@@ -80,7 +83,7 @@ class GrokPipeline:
         if measure and (cfp is not None or oct is not None) and None in values.values():
             from processing.measure import measure_biomarkers
 
-            measured = measure_biomarkers(cfp=cfp, oct=oct)
+            measured = measure_biomarkers(cfp=cfp, oct=oct, **dict(acquisition or {}))
             for name, value in measured["biomarkers"].items():
                 if values.get(name) is None and value is not None:
                     values[name], source[name] = float(value), "measured"
@@ -114,6 +117,7 @@ class GrokPipeline:
         biomarkers: Mapping[str, object] | Sequence[Mapping[str, object] | None] | None = None,
         batch: bool | None = None,
         measure: bool | None = None,
+        acquisition: Mapping[str, object] | None = None,
         **generate_kwargs,
     ) -> GrokReport | list[GrokReport]:
         if batch is None:  # an OCT volume is a list too, so only cfp or biomarkers lists mean a batch
@@ -125,7 +129,7 @@ class GrokPipeline:
                 raise ValueError("cfp, oct and biomarkers lists must have the same length (None for a missing item).")
         else:
             cfps, octs, marks = [cfp], [oct], [biomarkers]
-        prepared = [(c, o, *self._biomarkers(c, o, b, measure)) for c, o, b in zip(cfps, octs, marks)]
+        prepared = [(c, o, *self._biomarkers(c, o, b, measure, acquisition)) for c, o, b in zip(cfps, octs, marks)]
         inputs = self._inputs([(c, o, values) for c, o, values, _ in prepared])
         generate_kwargs = {"max_new_tokens": self.max_new_tokens, "do_sample": False, **generate_kwargs}
         output = self.model.generate(**inputs, **generate_kwargs)
@@ -135,13 +139,14 @@ class GrokPipeline:
 
     def stream(
         self, cfp: Any = None, oct: Any = None, biomarkers: Mapping[str, object] | None = None,
-        measure: bool | None = None, timeout: float | None = 600.0, **generate_kwargs,
+        measure: bool | None = None, acquisition: Mapping[str, object] | None = None,
+        timeout: float | None = 600.0, **generate_kwargs,
     ) -> Iterator[str]:
         """Yield the report's text as it is generated; build the `GrokReport` with `report` at the end.
 
         A generation error in the worker thread surfaces here as a timeout after ``timeout`` idle seconds.
         """
-        values, _ = self._biomarkers(cfp, oct, biomarkers, measure)
+        values, _ = self._biomarkers(cfp, oct, biomarkers, measure, acquisition)
         inputs = self._inputs([(cfp, oct, values)])
         streamer = TextIteratorStreamer(
             self.processor.tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=timeout
@@ -159,7 +164,7 @@ class GrokPipeline:
 
     def biomarkers_for(
         self, cfp: Any = None, oct: Any = None, biomarkers: Mapping[str, object] | None = None,
-        measure: bool | None = None,
+        measure: bool | None = None, acquisition: Mapping[str, object] | None = None,
     ) -> tuple[dict, dict[str, str]]:
         """The biomarkers a call would use (given ones validated, missing ones measured) and their sources."""
-        return self._biomarkers(cfp, oct, biomarkers, measure)
+        return self._biomarkers(cfp, oct, biomarkers, measure, acquisition)

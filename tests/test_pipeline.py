@@ -59,5 +59,10 @@ def test_images_without_biomarkers_are_measured(pipe):
     measured = [name for name, how in source.items() if how == "measured"]
     assert "cup_to_disc_ratio" in measured and "av_ratio" in measured
     assert abs(values["cup_to_disc_ratio"] - eye["biomarkers"]["cup_to_disc_ratio"]) < 0.1
-    report = pipe(cfp=eye["cfp"], oct=eye["oct"][0], biomarkers={"rnfl": 30.0}, measure=True)
+    assert values["central_subfield"] is None  # µm thickness needs the pixel scales
+    scales = {k: eye[k] for k in ("oct_axial_um_per_px", "oct_lateral_um_per_px", "cfp_um_per_px")}
+    report = pipe(cfp=eye["cfp"], oct=eye["oct"][0], biomarkers={"rnfl": 30.0}, measure=True,
+                  acquisition={"eye": eye["eye"], **scales})
     assert report.biomarker_source["rnfl"] == "given" and report.biomarker_source["cup_to_disc_ratio"] == "measured"
+    truth = eye["biomarkers"]["central_subfield"]
+    assert abs(report.biomarkers["central_subfield"] - truth) / truth < 0.05

@@ -1,0 +1,177 @@
+"""``grok-retina biomarkers``: stage 0, measure the biomarkers of a dataset from its images.
+
+    grok-retina biomarkers --dataset dme-dr --out data/dme-dr-measured [--overlays overlays/] [--num_proc 2]
+
+``--dataset`` is anything `processing.sources.load_source` reads: ``phantom:N[:seed]``, ``dme-dr``, a
+`save_to_disk` folder, a manifest (.csv/.jsonl), Parquet or a Hub id. Each row's CFP and central B-scan
+(``oct[0]``) are measured with `processing.measure.measure_biomarkers`, using the row's eye and pixel
+scales. Only missing biomarkers are filled (given ones are kept unless ``--overwrite``); what stays missing
+gets its reason. Added columns:
+
+- ``biomarker_quality``: {oct, oct_flag, cfp, cfp_flag} (score in [0, 1], None when not measured);
+- ``biomarker_reasons``: JSON object, name -> why the value is still missing;
+- ``biomarkers_measured``: names whose value was filled by measurement;
+- ``fluid_intraretinal``, ``fluid_subretinal`` (booleans), ``fluid_*_area_px`` and ``fluid_*_area_mm2``;
+- ``biomarker_extra``: JSON object of the other measurements (vessel density, pixel thicknesses and calibres,
+  box-counting dimensions, fovea position).
+
+The output is written to a temporary folder beside ``--out`` and renamed into place when complete.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from transformers import HfArgumentParser
+
+logger = logging.getLogger(__name__)
+
+FLUID_COLUMNS = ("intraretinal", "subretinal")
+
+
+@dataclass
+class MeasureArguments:
+    """Options of ``grok-retina biomarkers``."""
+
+    dataset: str = field(metadata={"help": "phantom:N[:seed], dme-dr, a save_to_disk folder, a manifest, Parquet or a Hub id."})
+    out: str = field(metadata={"help": "Output folder (save_to_disk); must not exist."})
+    overlays: str | None = field(default=None, metadata={"help": "Folder for one overlay PNG per image, for checking."})
+    num_proc: int | None = field(default=None, metadata={"help": "Processes measuring in parallel."})
+    overwrite: bool = field(default=False, metadata={"help": "Replace given biomarker values by measured ones."})
+
+
+def new_features(features):
+    """``features`` plus the columns this recipe adds."""
+    from datasets import Features, List, Value
+
+    extra = {
+        "biomarker_quality": {"oct": Value("float32"), "oct_flag": Value("string"), "cfp": Value("float32"), "cfp_flag": Value("string")},
+        "biomarker_reasons": Value("string"),
+        "biomarkers_measured": List(Value("string")),
+        "biomarker_extra": Value("string"),
+        **{f"fluid_{kind}": Value("bool") for kind in FLUID_COLUMNS},
+        **{f"fluid_{kind}_area_px": Value("float32") for kind in FLUID_COLUMNS},
+        **{f"fluid_{kind}_area_mm2": Value("float32") for kind in FLUID_COLUMNS},
+    }
+    return Features({**{k: v for k, v in features.items() if k not in extra}, **extra})
+
+
+def _save_overlays(folder: Path, row_id: str, result: dict, oct_image, cfp_image) -> None:
+    from processing.measure import cfp_overlay, oct_overlay
+
+    measured = result["measurements"]
+    if measured["oct"] is not None:
+        oct_overlay(oct_image, measured["oct"]).save(folder / f"{row_id}_oct.png")
+    if measured["cfp"] is not None:
+        cfp_overlay(cfp_image, measured["cfp"]).save(folder / f"{row_id}_cfp.png")
+
+
+def measure_row(row: dict, overwrite: bool = False, overlays: str | None = None) -> dict:
+    """The row with missing biomarkers filled and the measurement columns added."""
+    from processing.measure import measure_biomarkers
+
+    octs = row.get("oct") or []
+    try:
+        result = measure_biomarkers(
+            cfp=row.get("cfp"),
+            oct=octs[0] if octs else None,
+            eye=row.get("eye"),
+            oct_axial_um_per_px=row.get("oct_axial_um_per_px"),
+            oct_lateral_um_per_px=row.get("oct_lateral_um_per_px"),
+            cfp_um_per_px=row.get("cfp_um_per_px"),
+        )
+    except Exception as error:  # name the row: the dataset may be long
+        raise RuntimeError(f"row id={row.get('id')!r}: {type(error).__name__}: {error}") from error
+    given = dict(row.get("biomarkers") or {})
+    filled, measured_names = dict(given), []
+    for name, value in result["biomarkers"].items():
+        if value is not None and (overwrite or given.get(name) is None):
+            filled[name] = value
+            measured_names.append(name)
+    reasons = {name: why for name, why in result["reasons"].items() if filled.get(name) is None}
+    quality = result["quality"]
+    extra = result["extra"]
+    if overlays:
+        _save_overlays(Path(overlays), str(row.get("id")), result, octs[0] if octs else None, row.get("cfp"))
+    out = {
+        "biomarkers": filled,
+        "biomarker_quality": {
+            kind + suffix: (quality[kind] or {}).get(key)
+            for kind in ("oct", "cfp") for suffix, key in (("", "score"), ("_flag", "flag"))
+        },
+        "biomarker_reasons": json.dumps(reasons, ensure_ascii=False, sort_keys=True),
+        "biomarkers_measured": measured_names,
+        "biomarker_extra": json.dumps({k: v for k, v in extra.items() if not k.startswith(("intraretinal", "subretinal"))},
+                                      ensure_ascii=False, sort_keys=True),
+    }
+    for kind in FLUID_COLUMNS:
+        out[f"fluid_{kind}"] = extra.get(f"{kind}_fluid")
+        out[f"fluid_{kind}_area_px"] = extra.get(f"{kind}_fluid_area_px")
+        out[f"fluid_{kind}_area_mm2"] = extra.get(f"{kind}_fluid_area_mm2")
+    return out
+
+
+def measure_dataset(dataset, args: MeasureArguments):
+    """Every split of ``dataset`` (a Dataset or DatasetDict) measured, with a progress bar per split."""
+    from datasets import DatasetDict
+
+    splits = dataset if isinstance(dataset, DatasetDict) else DatasetDict(train=dataset)
+    if args.overlays:
+        Path(args.overlays).mkdir(parents=True, exist_ok=True)
+    out = DatasetDict()
+    for name, split in splits.items():
+        out[name] = split.map(
+            measure_row,
+            fn_kwargs={"overwrite": args.overwrite, "overlays": args.overlays},
+            features=new_features(split.features),
+            num_proc=args.num_proc if args.num_proc and args.num_proc > 1 else None,
+            desc=f"measuring biomarkers ({name})",
+            load_from_cache_file=False,
+        )
+    return out if isinstance(dataset, DatasetDict) else out["train"]
+
+
+def summary(dataset) -> str:
+    """Rows, filled values per modality and quality flags, for the log."""
+    from datasets import DatasetDict
+
+    parts = dataset.values() if isinstance(dataset, DatasetDict) else [dataset]
+    rows = sum(len(p) for p in parts)
+    filled = Counter(name for p in parts for names in p["biomarkers_measured"] for name in names)
+    flags = Counter(f"{kind}:{(q[kind + '_flag'] or 'not measured').split(':')[0]}" for p in parts
+                    for q in p["biomarker_quality"] for kind in ("oct", "cfp"))
+    most = ", ".join(f"{name} {count}" for name, count in filled.most_common())
+    return f"{rows} rows; filled: {most or 'nothing'}; quality: {dict(sorted(flags.items()))}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = HfArgumentParser(MeasureArguments, prog="grok-retina biomarkers", description=__doc__.splitlines()[0])
+    (args,) = parser.parse_args_into_dataclasses(args=argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    from processing.sources import load_source
+
+    from .data import atomic_directory
+
+    out = Path(args.out).expanduser().resolve()
+    if out.exists():
+        print(f"error: {out} already exists; choose another --out.", file=sys.stderr)
+        return 2
+    try:
+        dataset = load_source(args.dataset)
+    except (FileNotFoundError, ValueError) as error:
+        print(f"error: --dataset {args.dataset}: {error}", file=sys.stderr)
+        return 2
+    measured = measure_dataset(dataset, args)
+    with atomic_directory(out) as work:
+        measured.save_to_disk(str(work))
+    logger.info("Wrote %s: %s", out, summary(measured))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
