@@ -28,7 +28,6 @@ from modeling_grok.configuration_grok import VIT_LARGE_PATCH16_224
 from modeling_grok.image_processing_grok import GrokOCTImageProcessor
 from modeling_grok.modeling_aligner import GrokAligner
 
-PHANTOM_PREFIX = "phantom:"
 PHANTOM_CFP_SIZE = 64  # alignment never looks at the CFP: render it small
 CACHE_VERSION = 1
 CHECKPOINT_PREFIX = "checkpoint-"
@@ -74,19 +73,11 @@ ALIGN_PRESETS: dict[str, dict] = {
 
 
 def load_pairs_source(source: str, split: str = "train"):
-    """A GROK `datasets.Dataset` from ``phantom:N[:seed]`` (rendered once, cached by `datasets`) or from any
-    source `processing.grok_dataset.load_grok_dataset` reads (manifest, `save_to_disk` folder, Parquet, Hub)."""
-    if source.startswith(PHANTOM_PREFIX):
-        from processing.phantom import phantom_dataset
+    """A GROK `datasets.Dataset` from any `processing.sources.load_source` spec; a phantom's CFP, which
+    alignment never looks at, is rendered small."""
+    from processing.sources import load_source
 
-        parts = source[len(PHANTOM_PREFIX) :].split(":")
-        if not 1 <= len(parts) <= 2 or not all(p.isdigit() for p in parts):
-            raise ValueError(f"dataset {source!r}: write the phantom as 'phantom:N' or 'phantom:N:seed' (phantom:6000:0).")
-        n, seed = int(parts[0]), int(parts[1]) if len(parts) == 2 else 0
-        return phantom_dataset(n, seed=seed, cfp_size=PHANTOM_CFP_SIZE)
-    from processing.grok_dataset import load_grok_dataset
-
-    return load_grok_dataset(source, split=split)
+    return load_source(source, split=split, cfp_size=PHANTOM_CFP_SIZE)
 
 
 def biomarker_vector(values: dict | None, names: Sequence[str]) -> np.ndarray:

@@ -8,18 +8,19 @@ PHANTOM_PREFIX = "phantom:"
 DME_DR = "dme-dr"
 
 
-def parse_phantom_spec(spec: str) -> tuple[int, int]:
-    """``phantom:N`` or ``phantom:N:seed`` -> (N, seed)."""
+def parse_phantom_spec(spec: str, default_seed: int = 0) -> tuple[int, int]:
+    """``phantom:N`` or ``phantom:N:seed`` -> (N, seed); ``default_seed`` when the spec names none."""
     parts = spec[len(PHANTOM_PREFIX) :].split(":")
     if not 1 <= len(parts) <= 2 or not all(p.isdigit() for p in parts) or int(parts[0]) < 1:
         raise ValueError(f"dataset {spec!r}: write the phantom as 'phantom:N' or 'phantom:N:seed', e.g. phantom:600:0.")
-    return int(parts[0]), int(parts[1]) if len(parts) == 2 else 0
+    return int(parts[0]), int(parts[1]) if len(parts) == 2 else default_seed
 
 
-def load_source(spec: str, split: str | None = None, **phantom_kwargs):
+def load_source(spec: str, split: str | None = None, default_seed: int = 0, **phantom_kwargs):
     """The dataset ``spec`` names.
 
-    - ``phantom:N[:seed]``: N rendered phantom eyes (`processing.phantom.phantom_dataset`);
+    - ``phantom:N[:seed]``: N rendered phantom eyes (`processing.phantom.phantom_dataset`, keyword
+      arguments such as ``cfp_size`` go to it; ``default_seed`` when the spec names no seed);
     - ``dme-dr``: the real paired DME/DR set, split by patient (``split`` picks train or validation);
     - a `save_to_disk` folder of any dataset (a Stage I output included);
     - anything `processing.grok_dataset.load_grok_dataset` reads (manifest, Parquet, Hub id).
@@ -29,7 +30,7 @@ def load_source(spec: str, split: str | None = None, **phantom_kwargs):
     if spec.startswith(PHANTOM_PREFIX):
         from .phantom import phantom_dataset
 
-        n, seed = parse_phantom_spec(spec)
+        n, seed = parse_phantom_spec(spec, default_seed)
         return phantom_dataset(n, seed=seed, **phantom_kwargs)
     if spec == DME_DR:
         from .dme_dr import load_dme_dr

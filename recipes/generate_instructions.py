@@ -43,19 +43,12 @@ class InstructArguments:
 
 
 def load_dataset_arg(spec: str, split: str | None, seed: int):
-    """``phantom:N`` -> N phantom eyes; anything else -> `processing.grok_dataset.load_grok_dataset`."""
+    """The ``--dataset`` (see `processing.sources.load_source`; a bare ``phantom:N`` uses ``--seed``) as one split."""
     from datasets import DatasetDict
 
-    from processing.grok_dataset import load_grok_dataset
+    from processing.sources import load_source
 
-    if spec.startswith("phantom:"):
-        from processing.phantom import phantom_dataset
-
-        count = spec.removeprefix("phantom:")
-        if not count.isdigit() or int(count) < 1:
-            raise ValueError(f"--dataset {spec!r}: write phantom:N with N a positive number of eyes, e.g. phantom:200.")
-        return phantom_dataset(int(count), seed=seed)
-    data = load_grok_dataset(spec, split=split)
+    data = load_source(spec, split=split, default_seed=seed)
     if isinstance(data, DatasetDict):
         raise ValueError(f"--dataset {spec} has splits {list(data)}; choose one with --split.")
     return data
