@@ -18,11 +18,11 @@ from processing.labels import LABELS
 @dataclass
 class QuickstartArguments:
     output_dir: str = field(default="outputs/quickstart", metadata={"help": "Where every stage writes."})
-    n_train: int = field(default=640, metadata={"help": "Phantom eyes for training (Stages I-III)."})
+    n_train: int = field(default=320, metadata={"help": "Phantom eyes for training (Stages I-III)."})
     n_test: int = field(default=96, metadata={"help": "Held-out phantom eyes (other patients) for evaluation."})
     seed: int = field(default=0)
     align_epochs: int = field(default=8, metadata={"help": "Stage II epochs (tiny tower)."})
-    sft_epochs: float = field(default=4.0, metadata={"help": "Stage III epochs (tiny backbone)."})
+    sft_epochs: float = field(default=3.0, metadata={"help": "Stage III epochs (tiny backbone)."})
     max_new_tokens: int = field(default=320, metadata={"help": "Report length limit at evaluation."})
     fresh: bool = field(default=False, metadata={"help": "Delete output_dir first instead of resuming."})
 
@@ -106,7 +106,8 @@ def run_quickstart(args: QuickstartArguments) -> dict:
                 max_length=None, dataloader_num_workers=0, seed=args.seed,
             )
             components = GrokComponentArguments(
-                text_model="tiny", towers="tiny", tokens_per_image=16, oct_encoder=str(align_dir / "oct_tower"),
+                text_model="tiny", towers="tiny", tokens_per_image=16, tiny_vocab_size=4096,
+                oct_encoder=str(align_dir / "oct_tower"),
                 merged_output_dir=str(model_dir),
             )
             last = sorted((out / "sft").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
