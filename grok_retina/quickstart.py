@@ -92,6 +92,7 @@ def run_quickstart(args: QuickstartArguments) -> dict:
             align_oct.main([
                 "--preset", "tiny", "--dataset", str(out / "data"), "--dataset_split", "train",
                 "--num_train_epochs", str(args.align_epochs), "--output_dir", str(align_dir), "--seed", str(args.seed),
+                "--per_device_train_batch_size", str(min(32, max(2, args.n_train // 4))),  # the preset's 32, or less
             ])
         else:
             print("aligned tower found; skipping")

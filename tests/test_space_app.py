@@ -63,7 +63,8 @@ class FakePipeline:
         values = validate_biomarkers(biomarkers)
         return values, {k: "given" for k, v in values.items() if v is not None}
 
-    def stream(self, cfp=None, oct=None, biomarkers=None):
+    def stream(self, cfp=None, oct=None, biomarkers=None, measure=None):
+        assert measure is False, "the app measures once (biomarkers_for), never again while streaming"
         self.calls.append(("stream", cfp, oct, biomarkers))
         for start in range(0, len(self.text), 25):
             yield self.text[start : start + 25]
