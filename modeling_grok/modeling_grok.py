@@ -213,12 +213,13 @@ class GrokModel(GrokPreTrainedModel):
             inputs_embeds = self.get_input_embeddings()(input_ids)
         features = self.get_image_features(pixel_values_cfp, pixel_values_oct, oct_slices_per_image)
         prefill = past_key_values is None or past_key_values.get_seq_length() == 0
-        for modality in MODALITIES:
+        has_images = features["cfp"] is not None or features["oct"] is not None
+        for modality in MODALITIES if prefill or has_images else ():  # decode steps carry no images
             mask = self.get_placeholder_mask(modality, input_ids, inputs_embeds)
             image_features = features[modality]
             n_tokens, per_image = int(mask.sum()), self.config.num_image_tokens(modality)
             n_features = 0 if image_features is None else image_features.shape[0] * image_features.shape[1]
-            if n_tokens != n_features and (prefill or image_features is not None):
+            if n_tokens != n_features:
                 n_images = 0 if image_features is None else image_features.shape[0]
                 raise ValueError(
                     f"{modality.upper()} placeholders and images do not match: the text has {n_tokens} "
