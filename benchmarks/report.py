@@ -1,0 +1,212 @@
+"""Gather every `benchmarks/results/*.json` into one markdown report with the machine and the commands.
+
+    python benchmarks/report.py [--results benchmarks/results] [--out benchmarks/results/REPORT.md]
+
+The train-step, generation and pooling results get their tables and the issue's target figures; Stage I
+and phantom-generation results their own tables; any other JSON its top-level numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Callable
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.timing import fmt, machine, table  # noqa: E402
+
+# (markdown, [(figure, target, measured, reached)]); reached None: could not be measured
+Section = tuple[str, list[tuple[str, str, str, bool | None]]]
+
+
+def _mark(reached: bool | None) -> str:
+    return "not measurable" if reached is None else "yes" if reached else "**no**"
+
+
+def train_step(data: dict) -> Section:
+    rows, figures = [], []
+    for r in data["results"]:
+        for m in ("grok", "llava"):
+            mem = r.get("memory", {}).get(m, {})
+            rows.append([r["preset"], "GROK" if m == "grok" else "LLaVA", f"{r['batch']} x {r['sequence']}",
+                         r["image_tokens_per_sample"], fmt(r["full_s"][m], 1000), fmt(r["image_path_s"][m], 1000),
+                         fmt(r["text_only_s"][m], 1000), f"{mem['peak_rss_mib']:.0f}" if mem else "-",
+                         f"{mem['step_peak_mib']:.0f}" if mem else "-"])
+        for part, label in (("full", "train step"), ("image_path", "image path (towers + projectors)")):
+            ratio = r[f"{part}_grok_over_llava"]
+            figures.append((f"{label} GROK/LLaVA ({r['preset']})", "<= 1.0", fmt(ratio, digits=3),
+                            ratio["median"] <= 1.0))
+    md = table(["preset", "model", "batch x seq", "image tokens/sample", "fwd+bwd ms", "image path ms",
+                "text-only control ms", "peak RSS MiB", "step peak MiB"], rows)
+    lines = [f"- {r['preset']}: full step {fmt(r['full_grok_over_llava'], digits=3)} ("
+             + ", ".join(f"{order.replace('_', ' ')} {fmt(v, digits=3)}"
+                         for order, v in r["full_grok_over_llava_by_build_order"].items())
+             + f"); image path {fmt(r['image_path_grok_over_llava'], digits=3)}; text-only control (identical "
+             f"work) {fmt(r['text_only_grok_over_llava'], digits=3)}" for r in data["results"]]
+    return md + "\n\nGROK/LLaVA, median [IQR] of paired rounds:\n\n" + "\n".join(lines), figures
+
+
+def generation(data: dict) -> Section:
+    rows, figures = [], []
+    for r in data["results"]:
+        rows.append([r["preset"], r["batch"], f"{r['prompt_tokens']} ({r['image_tokens']} img)",
+                     fmt(r["prefill_s"]["lm"], 1000), fmt(r["prefill_s"]["grok"], 1000),
+                     fmt(r["decode_tokens_per_s"]["lm"]),
+                     fmt(r["decode_tokens_per_s"]["grok"]), fmt(r["decode_grok_over_lm"], digits=3),
+                     fmt(r["decode_patched_over_lm"], digits=3)])
+        for key, label in (("decode_grok_over_lm", "GROK"), ("decode_patched_over_lm", "GROK + proposed patch")):
+            ratio = r[key]
+            figures.append((f"decode {label} / LM ({r['preset']}, batch {r['batch']})", ">= 0.95",
+                            fmt(ratio, digits=3), ratio["median"] >= 0.95))
+    md = table(["preset", "batch", "prompt tokens", "LM prefill ms", "GROK prefill ms", "LM decode tok/s",
+                "GROK decode tok/s", "GROK/LM decode", "GROK+patch/LM decode"], rows)
+    return md, figures
+
+
+def pooling(data: dict) -> Section:
+    thr, quality = data["throughput"], data["quality"]
+    rows = [[t, f"{thr[t]['mean_tokens_per_sample']:.0f}", fmt(thr[t]["samples_per_s"], digits=2),
+             fmt(thr[t]["tokens_per_s"], digits=0), fmt(thr[t]["speedup_over_196"], digits=2),
+             fmt(quality[t]["train_samples_per_s"], digits=2), fmt(quality[t]["heldout_loss"], digits=3),
+             fmt(quality[t]["heldout_token_accuracy"], digits=3),
+             f"{fmt(quality[t]['macro_f1'], digits=3)} ({quality[t]['macro_f1']['min']:.3f}-"
+             f"{quality[t]['macro_f1']['max']:.3f})", f"{quality[t]['unparsed']['median']:.0f}"] for t in thr]
+    b = data["budget"]
+    md = table(["tokens/image", "tokens/sample", "SFT step samples/s", "tokens/s", "speed-up vs 196",
+                "trainer samples/s", "held-out loss", "held-out token acc.", "macro-F1 (min-max)",
+                f"unparsed of {b['n_test']}"], rows)
+    md += (f"\n\nBudget per setting and seed: {b['epochs']:g} epochs over {b['n_train']} phantom eyes, batch "
+           f"{b['batch']}; held-out metrics on {b['n_test']} eyes of other patients, seeds {b['seeds']}, "
+           f"reports of at most {b['max_new_tokens']} new tokens.")
+    speedup = thr["49"]["speedup_over_196"]
+    drop = quality["196"]["macro_f1"]["median"] - quality["49"]["macro_f1"]["median"]
+    unparsed = max(quality[t]["unparsed"]["median"] for t in ("196", "49"))
+    loss = {t: quality[t]["heldout_loss"]["median"] for t in ("196", "49")}
+    figures = [
+        ("SFT step throughput 49 vs 196 tokens/image", ">= 2x", fmt(speedup, digits=2), speedup["median"] >= 2.0),
+        ("macro-F1 drop 196 -> 49", "<= 1 point",
+         f"{100 * drop:+.1f} points ({unparsed:.0f}/{b['n_test']} reports unparsed)",
+         None if unparsed == b["n_test"] else drop <= 0.01),
+        ("held-out completion loss 196 -> 49 (lower is better)", "no higher", f"{loss['196']:.3f} -> {loss['49']:.3f}",
+         loss["49"] <= loss["196"]),
+    ]
+    return md, figures
+
+
+def stage1(data: dict) -> Section:
+    rows = [[r["concurrency"], r["samples"], f"{r['requests_per_s']:.1f}", f"{r['samples_per_s']:.1f}"]
+            for r in data["results"]]
+    md = table(["concurrency", "samples", "requests/s", "samples/s end to end"], rows)
+    figures = [(f"Stage I requests/s at concurrency {c}", f">= {t}", next(
+        f"{r['requests_per_s']:.1f}" for r in data["results"] if str(r["concurrency"]) == str(c)), data["passed"])
+        for c, t in data.get("target", {}).items()]
+    return f"Server latency {data['latency_s'] * 1000:.0f} ms, median of {data['repeats']} runs.\n\n{md}", figures
+
+
+def phantom(data: dict) -> Section:
+    rows = [[name, f"{value:.1f}"] for name, value in data["results"].items()]
+    md = table(["measure", "pairs/s"], rows)
+    note = f"10,000 pairs to a dataset with {data['num_proc']} processes: ~{data['seconds_for_10000_pairs']:.0f} s."
+    return f"{md}\n\n{note}", []
+
+
+def measure(data: dict) -> Section:
+    """`recipes.measure_report` (``timing_s`` inside) or `bench_measure.py` (the timings alone)."""
+    timings = data.get("timing_s", data)
+    rows = [[name, f"{t['wall']:.3f}", f"{t['cpu']:.3f}", f"{1 / t['wall']:.1f}"] for name, t in timings.items()
+            if isinstance(t, dict) and "wall" in t]
+    load = timings.get("machine", {}).get("load_average_1min", "?")
+    md = table(["image", "wall s/image", "CPU s/image", "images/s"], rows)
+    return f"{md}\n\nOne process, load average {load}; the accuracy figures are in the JSON file.", []
+
+
+GENERIC_ROWS = 25
+
+
+def _flatten(data: dict, prefix: str = "") -> list[list]:
+    rows = []
+    for key, value in data.items():
+        if isinstance(value, dict):
+            rows += _flatten(value, f"{prefix}{key}.")
+        elif isinstance(value, (int, float, str)) and key != "command":
+            rows.append([f"{prefix}{key}", value])
+    return rows
+
+
+def generic(data: dict) -> Section:
+    """The first numbers and strings, nested keys joined with dots."""
+    rows = _flatten(data)
+    more = f"\n\n({len(rows) - GENERIC_ROWS} more values in the file.)" if len(rows) > GENERIC_ROWS else ""
+    return (table(["key", "value"], rows[:GENERIC_ROWS]) + more) if rows else "(no results)", []
+
+
+RENDERERS: dict[str, tuple[str, Callable[[dict], Section]]] = {
+    "train_step": ("Training step: GROK vs LLaVA (LoRA SFT, forward + backward)", train_step),
+    "generation": ("Generation: GROK vs the bare language model", generation),
+    "pooling": ("Image-token pooling: SFT throughput and phantom macro-F1", pooling),
+    "stage1": ("Stage I throughput", stage1),
+    "phantom": ("Phantom generation throughput", phantom),
+    "measure": ("Stage 0 biomarker measurement speed", measure),
+    "measure_timing": ("Stage 0 biomarker measurement speed (timings only)", measure),
+}
+
+
+def render(name: str, data: dict) -> str:
+    """The markdown table(s) of one result file's ``data`` (``name``: its stem)."""
+    return RENDERERS.get(name, (name, generic))[1](data)[0]
+
+
+def build_report(results: Path) -> str:
+    files = sorted(results.glob("*.json"), key=lambda p: (list(RENDERERS).index(p.stem) if p.stem in RENDERERS
+                                                           else len(RENDERERS), p.stem))
+    sections, figures, machines = [], [], {}
+    for path in files:
+        data = json.loads(path.read_text())
+        title, render = RENDERERS.get(path.stem, (path.stem, generic))
+        md, found = render(data)
+        figures += found
+        command = data.get("command") or f"python benchmarks/bench_{path.stem}.py"
+        loads = data.get("machine", {})
+        load = (f" Load average (1 min) {loads['load_average_1min']} at the start, "
+                f"{loads.get('load_average_1min_end', '?')} at the end; {loads.get('torch_threads', '?')} torch "
+                f"thread(s)." if "load_average_1min" in loads else "")
+        sections.append(f"## {title}\n\n`{command}` -> `{path.as_posix()}`.{load}\n\n{md}\n")
+        if "cpu" in loads:
+            machines[path.stem] = loads
+    here = next(iter(machines.values()), machine())
+    header = [
+        "# grok-retina benchmarks",
+        "",
+        f"Machine: {here['cpu']}, {here['cores']} cores (shared with other jobs), torch {here['torch']}, "
+        f"transformers {here.get('transformers', '?')}, Python {here.get('python', '?')}. Timings are medians of "
+        "alternating repetitions with the interquartile range in brackets; ratios are medians of per-round ratios.",
+        "",
+        "Regenerate: `python benchmarks/bench_train_step.py && python benchmarks/bench_generation.py && "
+        "python benchmarks/bench_pooling.py && python benchmarks/report.py`.",
+        "",
+    ]
+    if figures:
+        header += ["## Target figures", "", table(["figure", "target", "measured (median [IQR])", "reached"],
+                                                  [[f, t, m, _mark(ok)] for f, t, m, ok in figures]), ""]
+    return "\n".join(header + sections)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--results", default="benchmarks/results")
+    parser.add_argument("--out", default="benchmarks/results/REPORT.md")
+    args = parser.parse_args(argv)
+    report = build_report(Path(args.results))
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(report)
+    print(report)
+    print(f"saved {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,76 @@
+"""Each benchmark script runs with --quick at the tiniest sizes and writes JSON of the expected shape
+(no timing assertions: timings belong in the benchmarks), and report.py renders them all. The scripts run
+in this process (their ``main``) to share one import of torch and transformers."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from benchmarks import bench_generation, bench_pooling, bench_train_step, report
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("results")
+    threads = torch.get_num_threads()
+    try:
+        bench_train_step.main(["--quick", "--no-memory", "--out", str(out / "train_step.json")])
+        bench_generation.main(["--quick", "--out", str(out / "generation.json")])
+        bench_pooling.main(["--quick", "--work_dir", str(out / "work"), "--out", str(out / "pooling.json")])
+    finally:
+        torch.set_num_threads(threads)  # the scripts set their own thread count
+    return out
+
+
+def test_train_step_json(results):
+    data = json.loads((results / "train_step.json").read_text())
+    (row,) = data["results"]
+    assert row["preset"] == "tiny" and set(row["full_s"]) == set(row["image_path_s"]) == {"grok", "llava"}
+    assert {"median", "q1", "q3", "min", "max"} <= set(row["text_only_grok_over_llava"])
+    assert {"cpu", "cores", "torch", "load_average_1min"} <= set(data["machine"]) and data["command"]
+
+
+def test_generation_json(results):
+    data = json.loads((results / "generation.json").read_text())
+    assert [r["batch"] for r in data["results"]] == [1, 4]
+    for row in data["results"]:
+        assert set(row["decode_tokens_per_s"]) == set(row["prefill_s"]) == {"lm", "grok", "grok+patch"}
+        assert row["decode_grok_over_lm"]["median"] > 0
+
+
+def test_patched_grok_generates_the_same_tokens():
+    preset = bench_train_step.PRESETS["tiny"]
+    lm = bench_train_step.text_model(preset).eval()
+    grok, patched = (bench_train_step.build_grok(preset, lm).eval() for _ in range(2))
+    bench_generation.apply_proposed_patch(patched)
+    inputs = bench_generation.prompts(preset, batch=2, pad_id=0, image_tokens=16)["grok"]
+    kwargs = {"max_new_tokens": 5, "do_sample": False, "pad_token_id": 0}
+    assert torch.equal(grok.generate(**inputs, **kwargs), patched.generate(**inputs, **kwargs))
+
+
+def test_pooling_json(results):
+    data = json.loads((results / "pooling.json").read_text())
+    assert set(data["throughput"]) == set(data["quality"]) == {"196", "49", "16"}
+    assert data["throughput"]["196"]["mean_tokens_per_sample"] > data["throughput"]["16"]["mean_tokens_per_sample"]
+    assert [r["tokens_per_image"] for r in data["runs"]] == [196, 49, 16]
+    assert all(0 <= r["macro_f1"] <= 1 for r in data["runs"])
+
+
+def test_memory_child_reports_peak_rss():
+    threads = torch.get_num_threads()
+    memory = bench_train_step.memory_child("tiny", "grok", threads=threads)
+    assert memory["peak_rss_mib"] >= memory["rss_before_step_mib"] > 0
+
+
+def test_report_gathers_every_json(results):
+    (results / "stage1.json").write_text((ROOT / "benchmarks" / "results" / "stage1.json").read_text())
+    (results / "other.json").write_text(json.dumps({"pairs_per_s": 1.5}))
+    report.main(["--results", str(results), "--out", str(results / "REPORT.md")])
+    text = (results / "REPORT.md").read_text()
+    for heading in ("Target figures", "Training step", "Generation", "Image-token pooling", "Stage I", "## other",
+                    "Machine:"):
+        assert heading in text
