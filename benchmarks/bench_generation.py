@@ -8,7 +8,7 @@ GROK wraps, so the same weights) gets a text prompt of the same total length. Ro
 by a few tokens and are left-padded. Greedy, ``min_new_tokens = max_new_tokens``, so both generate the same
 count. A forward hook on the (shared) LM head stamps every step: prefill = time to the first token's logits
 (GROK's includes both towers), decode tokens/s = batch x (new tokens - 1) / (last stamp - first stamp). The
-variants alternate in one process. ``grok+patch`` is GROK with the changes proposed for `modeling_grok.py`
+variants alternate in one process. ``grok+patch`` is GROK with the change proposed for `modeling_grok.py`
 (see `apply_proposed_patch`), applied to that instance only.
 """
 
@@ -29,7 +29,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks import report, timing  # noqa: E402
 from benchmarks.bench_train_step import (  # noqa: E402
     PRESETS, Preset, build_grok, image_token_ids, text_model, token_layout)
-from modeling_grok.modeling_grok import GrokModelOutputWithPast  # noqa: E402
 
 PAD_STEP = 3  # row i of a batch is 3 * (i % 4) tokens shorter than the longest
 # Image tokens per image: the tiny towers' 16; the medium towers' 196 pooled to 49 (7 x 7), which keeps a
@@ -39,33 +38,16 @@ REPEATS = {"tiny": 10, "medium": 3}
 
 
 def apply_proposed_patch(grok) -> None:
-    """The two changes proposed for `modeling_grok.py`, applied to this GROK instance only.
-
-    1. `GrokModel.forward`: a decode step (cache filled, no pixels) skips the image-feature call and the two
-       placeholder masks with their ``int(mask.sum())`` host syncs. Prefill, and any call with pixels, is as before.
-    2. `GrokForConditionalGeneration.forward` carries a precomputed ``__signature__``: GROK is registered for
-       remote code, so `GenerationMixin.prepare_inputs_for_generation` runs ``inspect.signature(self.forward)``
-       on every step (its ``cache_position`` check for remote-code models), which a bare LM never does.
-    """
-    model, original = grok.model, grok.model.forward
-
-    def model_forward(self, input_ids=None, pixel_values_cfp=None, pixel_values_oct=None, oct_slices_per_image=None,
-                      attention_mask=None, position_ids=None, past_key_values=None, inputs_embeds=None, **kwargs):
-        decoding = past_key_values is not None and past_key_values.get_seq_length() > 0
-        if not decoding or pixel_values_cfp is not None or pixel_values_oct is not None:
-            return original(input_ids, pixel_values_cfp, pixel_values_oct, oct_slices_per_image, attention_mask,
-                            position_ids, past_key_values, inputs_embeds, **kwargs)
-        outputs = self.language_model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                                      past_key_values=past_key_values, inputs_embeds=inputs_embeds, **kwargs)
-        return GrokModelOutputWithPast(last_hidden_state=outputs.last_hidden_state,
-                                       past_key_values=outputs.past_key_values, hidden_states=outputs.hidden_states,
-                                       attentions=outputs.attentions)
+    """The change proposed for `modeling_grok.py`, applied to this GROK instance only: a precomputed
+    ``__signature__`` on `GrokForConditionalGeneration.forward`. GROK is registered for remote code, so
+    `GenerationMixin.prepare_inputs_for_generation` runs ``inspect.signature(self.forward)`` on every decode
+    step (its ``cache_position`` check for remote-code models), which a bare LM never does. (The other decode
+    overhead, the placeholder masks, is gone from `GrokModel.forward` since 441944f.)"""
 
     def forward(self, *args, **kwargs):
         return type(self).forward(self, *args, **kwargs)
 
     forward.__signature__ = inspect.signature(type(grok).forward)
-    model.forward = types.MethodType(model_forward, model)
     grok.forward = types.MethodType(forward, grok)
 
 

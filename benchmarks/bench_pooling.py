@@ -1,6 +1,6 @@
 """Image-token pooling: SFT throughput and phantom macro-F1 at 196, 49 and 16 tokens per image.
 
-    python benchmarks/bench_pooling.py [--n_train 256] [--n_test 48] [--epochs 2] [--seeds 0] \
+    python benchmarks/bench_pooling.py [--n_train 256] [--n_test 48] [--epochs 2] [--seeds 0 1] \
         [--repeats 5] [--threads 1] [--work_dir outputs/bench_pooling] \
         [--out benchmarks/results/pooling.json] [--quick]
 
@@ -78,6 +78,7 @@ def build(tokens: int, tokenizer, seed: int) -> tuple[GrokForConditionalGenerati
 
 
 def trainer_for(model, processor, train, output_dir: Path, epochs: float, batch: int, seed: int, test=None):
+    """`GrokSFTTrainer` with the quickstart's Stage III settings (no checkpoints, no progress bars)."""
     from grok_retina.training import GrokSFTConfig, GrokSFTTrainer
 
     args = GrokSFTConfig(
@@ -152,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n_test", type=int, default=48)
     parser.add_argument("--epochs", type=float, default=2.0)
     parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
     parser.add_argument("--repeats", type=int, default=5, help="alternating rounds of the throughput steps")
     parser.add_argument("--max_new_tokens", type=int, default=320)
     parser.add_argument("--work_dir", default="outputs/bench_pooling", help="data and trainer outputs (cached data)")

@@ -57,12 +57,12 @@ def generation(data: dict) -> Section:
                      fmt(r["decode_tokens_per_s"]["lm"]),
                      fmt(r["decode_tokens_per_s"]["grok"]), fmt(r["decode_grok_over_lm"], digits=3),
                      fmt(r["decode_patched_over_lm"], digits=3)])
-        for key, label in (("decode_grok_over_lm", "GROK"), ("decode_patched_over_lm", "GROK + proposed patch")):
+        for key, label in (("decode_grok_over_lm", "GROK"), ("decode_patched_over_lm", "GROK + signature patch")):
             ratio = r[key]
             figures.append((f"decode {label} / LM ({r['preset']}, batch {r['batch']})", ">= 0.95",
                             fmt(ratio, digits=3), ratio["median"] >= 0.95))
     md = table(["preset", "batch", "prompt tokens", "LM prefill ms", "GROK prefill ms", "LM decode tok/s",
-                "GROK decode tok/s", "GROK/LM decode", "GROK+patch/LM decode"], rows)
+                "GROK decode tok/s", "GROK/LM decode", "GROK+signature patch/LM decode"], rows)
     return md, figures
 
 
@@ -154,6 +154,15 @@ RENDERERS: dict[str, tuple[str, Callable[[dict], Section]]] = {
 }
 
 
+# Commands of the result files that do not record their own.
+COMMANDS = {
+    "stage1": "python benchmarks/bench_stage1.py",
+    "phantom": "python benchmarks/bench_phantom.py",
+    "measure": "python -m recipes.measure_report",
+    "measure_timing": "python benchmarks/bench_measure.py",
+}
+
+
 def render(name: str, data: dict) -> str:
     """The markdown table(s) of one result file's ``data`` (``name``: its stem)."""
     return RENDERERS.get(name, (name, generic))[1](data)[0]
@@ -168,12 +177,13 @@ def build_report(results: Path) -> str:
         title, render = RENDERERS.get(path.stem, (path.stem, generic))
         md, found = render(data)
         figures += found
-        command = data.get("command") or f"python benchmarks/bench_{path.stem}.py"
+        command = data.get("command") or COMMANDS.get(path.stem)
+        source = f"`{command}` -> `{path.as_posix()}`" if command else f"`{path.as_posix()}` (command not recorded)"
         loads = data.get("machine", {})
         load = (f" Load average (1 min) {loads['load_average_1min']} at the start, "
                 f"{loads.get('load_average_1min_end', '?')} at the end; {loads.get('torch_threads', '?')} torch "
                 f"thread(s)." if "load_average_1min" in loads else "")
-        sections.append(f"## {title}\n\n`{command}` -> `{path.as_posix()}`.{load}\n\n{md}\n")
+        sections.append(f"## {title}\n\n{source}.{load}\n\n{md}\n")
         if "cpu" in loads:
             machines[path.stem] = loads
     here = next(iter(machines.values()), machine())
@@ -184,8 +194,8 @@ def build_report(results: Path) -> str:
         f"transformers {here.get('transformers', '?')}, Python {here.get('python', '?')}. Timings are medians of "
         "alternating repetitions with the interquartile range in brackets; ratios are medians of per-round ratios.",
         "",
-        "Regenerate: `python benchmarks/bench_train_step.py && python benchmarks/bench_generation.py && "
-        "python benchmarks/bench_pooling.py && python benchmarks/report.py`.",
+        "Each section names the command that wrote its JSON file; `python benchmarks/report.py` rebuilds this file "
+        "from `benchmarks/results/*.json`.",
         "",
     ]
     if figures:

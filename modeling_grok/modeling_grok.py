@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 from dataclasses import dataclass
 
@@ -402,5 +403,8 @@ class GrokForConditionalGeneration(GrokPreTrainedModel, GenerationMixin):
                 model_inputs.pop(key, None)
         return model_inputs
 
+
+# generate() inspects forward's signature on every step for models registered as remote code; compute it once.
+GrokForConditionalGeneration.forward.__signature__ = inspect.signature(GrokForConditionalGeneration.forward)
 
 __all__ = ["GrokForConditionalGeneration", "GrokModel", "GrokPreTrainedModel"]
