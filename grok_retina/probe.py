@@ -10,6 +10,8 @@ a quarter of its schema normal range, so every biomarker weighs the same).
 
 from __future__ import annotations
 
+import json
+
 import os
 from collections import defaultdict
 from dataclasses import dataclass
@@ -248,7 +250,18 @@ __all__ = [
     "embed_oct",
     "fit_ridge_probe",
     "format_probe_table",
+    "save_probe_results",
     "probe_aligned_vs_unaligned",
     "probe_metrics",
     "resolve_tower_dirs",
 ]
+
+
+def save_probe_results(results: dict, output: str | os.PathLike) -> Path:
+    """Write the probe ``results`` as JSON (atomically), print the table, and return the file."""
+    from .evaluation.report import atomic_write_text
+
+    output = atomic_write_text(output, json.dumps(results, indent=2) + "\n")
+    print(format_probe_table(results))
+    print(f"Probe results saved to {output}.")
+    return output

@@ -15,7 +15,6 @@ aligner itself (``GrokAligner.from_pretrained(output_dir)``), ``initial_oct_towe
 from __future__ import annotations
 
 import argparse
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -107,18 +106,14 @@ def main(argv: list[str] | None = None) -> int:
         f"{result.oct_tower_dir}; {result.seconds:.0f} s."
     )
     if script_args.also_probe is not None and distributed.is_main_process:
-        from grok_retina.probe import format_probe_table, probe_aligned_vs_unaligned
+        from grok_retina.probe import probe_aligned_vs_unaligned, save_probe_results
 
         results = probe_aligned_vs_unaligned(
             result.output_dir, None, train_data, load_pairs_source(script_args.also_probe), cache_dir=cache_dir
         )
         results["alignment"] = {"train_pairs": len(train_set), "best_val_cosine": result.best_metric,
                                 "steps": result.global_step, "seconds": result.seconds}  # fmt: skip
-        output = Path(script_args.probe_output_json or result.output_dir / "probe.json")
-        output.parent.mkdir(parents=True, exist_ok=True)
-        output.write_text(json.dumps(results, indent=2) + "\n")
-        print(format_probe_table(results))
-        print(f"Probe results saved to {output}.")
+        save_probe_results(results, script_args.probe_output_json or result.output_dir / "probe.json")
     return 0
 
 

@@ -11,7 +11,6 @@ tower folder or the RETFound checkpoint alignment started from). Prints a markdo
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -39,7 +38,7 @@ class ProbeArguments:
 
 def main(argv: list[str] | None = None) -> int:
     from grok_retina.alignment import load_pairs_source
-    from grok_retina.probe import format_probe_table, probe_aligned_vs_unaligned
+    from grok_retina.probe import probe_aligned_vs_unaligned, save_probe_results
 
     (args,) = HfArgumentParser(ProbeArguments).parse_args_into_dataclasses(args=argv)
     results = probe_aligned_vs_unaligned(
@@ -53,11 +52,7 @@ def main(argv: list[str] | None = None) -> int:
         batch_size=args.batch_size,
         seed=args.seed,
     )
-    output = Path(args.output_json or Path(args.aligned) / "probe.json")
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(results, indent=2) + "\n")
-    print(format_probe_table(results))
-    print(f"Probe results saved to {output}.")
+    save_probe_results(results, args.output_json or Path(args.aligned) / "probe.json")
     return 0
 
 
