@@ -123,6 +123,17 @@ def measure(data: dict) -> Section:
     return f"{md}\n\nOne process, load average {load}; the accuracy figures are in the JSON file.", []
 
 
+def stage2_probe(data: dict) -> Section:
+    """`grok-retina align --also_probe` / `grok-retina probe`: the linear probe, unaligned vs aligned tower."""
+    rows = []
+    for key, name in (("overall_normalised", "overall, normal-range SD units"), ("overall", "overall, µm (pooled)")):
+        before, after = data["towers"]["unaligned"][key], data["towers"]["aligned"][key]
+        rows.append([name] + [f"{before[m]:.3f} -> {after[m]:.3f}" for m in ("mae", "rmse", "r2")]
+                    + [f"{100 * data['mae_reduction'][key]:.1f} %"])
+    md = table(["probe on held-out pairs", "MAE", "RMSE", "R²", "MAE reduction"], rows)
+    return f"{data['n_train']} training / {data['n_test']} held-out pairs, unaligned -> aligned tower.\n\n{md}", []
+
+
 GENERIC_ROWS = 25
 
 
@@ -151,6 +162,7 @@ RENDERERS: dict[str, tuple[str, Callable[[dict], Section]]] = {
     "phantom": ("Phantom generation throughput", phantom),
     "measure": ("Stage 0 biomarker measurement speed", measure),
     "measure_timing": ("Stage 0 biomarker measurement speed (timings only)", measure),
+    "stage2_probe": ("Stage II: biomarker probe on the aligned OCT tower", stage2_probe),
 }
 
 
@@ -160,6 +172,8 @@ COMMANDS = {
     "phantom": "python benchmarks/bench_phantom.py",
     "measure": "python -m recipes.measure_report",
     "measure_timing": "python benchmarks/bench_measure.py",
+    "stage2_probe": ("grok-retina align --preset tiny --dataset phantom:6000:0 --also_probe phantom:1000:1 "
+                     "--output_dir outputs/align_tiny --probe_output_json benchmarks/results/stage2_probe.json"),
 }
 
 

@@ -31,12 +31,16 @@ class SyntheticBScan:
         return float((self.boundaries[lower] - self.boundaries[upper])[mask].mean())
 
 
+CYST = (-1.0, 9.0, 14.0)  # 1 mm left of the fovea, 18 px (72 µm) tall, 28 px wide
+
+
 def synthetic_bscan(height: int = 320, width: int = 400, pit_depth: float = 22.0, cyst: bool = False,
-                    subretinal: bool = False, seed: int = 0) -> SyntheticBScan:
+                    subretinal: bool = False, seed: int = 0,
+                    cysts: tuple[tuple[float, float, float], ...] = ()) -> SyntheticBScan:
     """A 6 mm horizontal B-scan (4 µm/px axial, 15 µm/px lateral) with flat layers, a foveal pit (Gaussian
-    dip of the inner layers at the centre), speckle, and optionally an intraretinal cyst (a dark ellipse in
-    the ONL, 1 mm temporal to the fovea) or subretinal fluid (the neurosensory retina lifted off the RPE
-    over the central 1.2 mm)."""
+    dip of the inner layers at the centre), speckle, and optionally intraretinal cysts or subretinal fluid (the
+    neurosensory retina lifted off the RPE over the central 1.2 mm). Cysts are dark ellipses in the ONL, each
+    ``(mm from the fovea, half height px, half width px)`` in ``cysts``; ``cyst=True`` adds `CYST`."""
     rng = np.random.default_rng(seed)
     x = np.arange(width, dtype=float)
     fovea = width // 2
@@ -61,10 +65,11 @@ def synthetic_bscan(height: int = 320, width: int = 400, pit_depth: float = 22.0
     if subretinal:  # the photoreceptors (9 px from IS/OS) stay with the lifted retina, fluid below them
         gap = (r >= rows["isos"][None, :] + 9.0) & (r < rows["rpe"][None, :]) & (lift[None, :] > 0.5)
         image = np.where(gap, 0.03, image)
-    if cyst:
-        cx = fovea - 1000.0 / 15.0
-        cy = 0.5 * (rows["opl_onl"][int(cx)] + rows["elm"][int(cx)]) - 8.0
-        image = np.where(((r - cy) / 9.0) ** 2 + ((x[None, :] - cx) / 14.0) ** 2 <= 1.0, 0.02, image)
+    for mm, ry, rx in (*cysts, *((CYST,) if cyst else ())):
+        cx = fovea + mm * 1000.0 / 15.0
+        column = int(np.clip(cx, 0, width - 1))
+        cy = 0.5 * (rows["opl_onl"][column] + rows["elm"][column]) - 8.0
+        image = np.where(((r - cy) / ry) ** 2 + ((x[None, :] - cx) / rx) ** 2 <= 1.0, 0.02, image)
     image = image * rng.gamma(8.0, 1.0 / 8.0, image.shape)
     from scipy.ndimage import gaussian_filter
 

@@ -126,7 +126,7 @@ def test_phantom_central_thickness_within_5_percent():
 
 
 @pytest.mark.skipif(not (REAL / "labels.csv").is_file(), reason=f"real DME/DR set not found at {REAL.resolve()}")
-def test_real_dme_eyes_are_thicker_on_average():
+def test_real_dme_eyes_are_thicker_and_more_often_wet():
     with (REAL / "labels.csv").open() as handle:
         rows = [r for r in csv.DictReader(handle) if r["modality"] == "oct" and "_o_" in r["file"]]
     picked = {}
@@ -134,8 +134,11 @@ def test_real_dme_eyes_are_thicker_on_average():
         eye = (row["patient"], row["eye"])
         if eye not in picked and sum(d == row["DME"] for d, _ in picked.values()) < 10:
             picked[eye] = (row["DME"], row["file"])
-    thickness = {"0": [], "1": []}
+    measured = {"0": [], "1": []}
     for dme, name in picked.values():
-        thickness[dme].append(measure_oct(REAL / "images" / name).central_thickness_px)
-    assert len(thickness["1"]) == 10 and len(thickness["0"]) == 10
-    assert np.mean(thickness["1"]) > np.mean(thickness["0"])
+        measured[dme].append(measure_oct(REAL / "images" / name))
+    assert len(measured["1"]) == 10 and len(measured["0"]) == 10
+    measures = {"central thickness": lambda m: m.central_thickness_px, "peak thickness": lambda m: m.profile.peak_px,
+                "fluid flag": lambda m: m.fluid.intraretinal or m.fluid.subretinal}
+    for name, value in measures.items():
+        assert np.mean([value(m) for m in measured["1"]]) > np.mean([value(m) for m in measured["0"]]), name

@@ -91,6 +91,7 @@ class OCTMeasurement:
             "intraretinal_fluid_area_mm2": self.fluid.area_mm2("intraretinal"),
             "subretinal_fluid_area_mm2": self.fluid.area_mm2("subretinal"),
             "central_thickness_px": self.central_thickness_px,
+            "peak_thickness_px": self.profile.peak_px,
             "foveal_thickness_px": self.profile.fovea_px["retina"],
             "fovea_x": self.profile.fovea_x,
             "fovea_method": self.profile.fovea_method,

@@ -19,6 +19,10 @@ ETDRS_RADII_MM = (0.5, 1.5, 3.0)
 RING_AREAS = (0.25, 2.0, 6.75)  # central disc, inner ring, outer ring: pi * (r_out^2 - r_in^2) / pi
 ASSUMED_SCAN_WIDTH_MM = 6.0  # places the regions (pixel results only) when the lateral scale is unknown
 MIN_REGION_COVERAGE = 0.6  # share of a region's columns that must lie in the scan and be usable
+PEAK_RADIUS_MM, PEAK_WINDOW_MM = 1.5, 0.2  # peak thickness: within the central 3 mm, as a 0.2 mm running mean
+FLUID_DARKNESS = {"retina": 0.3, "onl": 0.6}  # fluid: below these shares of the way from the vitreous to each median
+CYST_CORE_UM = 30.0  # a fluid region holds a square this wide
+MIN_CYST_HEIGHT_UM = 60.0  # an intraretinal region is at least this tall
 
 # thickness name -> (upper boundary, lower boundary). Retina is ILM to Bruch's membrane; INL-ELM runs from the
 # INL/OPL boundary to the ELM (OPL + ONL) and INL-RPE from there to the OS/RPE interface, as in the phantom.
@@ -68,6 +72,7 @@ class ThicknessProfile:
     lateral_assumed: bool
     px: dict[str, dict[str, float | None]] = field(default_factory=dict)
     fovea_px: dict[str, float | None] = field(default_factory=dict)  # at the fovea (3 columns)
+    peak_px: float | None = None  # see `peak_thickness`
 
 
 def find_fovea(seg: LayerSegmentation, px_per_mm: float) -> tuple[int, str]:
@@ -111,9 +116,22 @@ def _region_mean(values: np.ndarray, mask: np.ndarray, valid: np.ndarray, expect
     return float(values[use].mean())
 
 
+def peak_thickness(seg: LayerSegmentation, fovea_x: int, px_per_mm: float) -> float | None:
+    """Highest ILM-BM thickness (px, running mean over `PEAK_WINDOW_MM`) within `PEAK_RADIUS_MM` of the fovea:
+    where the oedema is thickest, which need not be at the pit. None when no usable column is that close."""
+    cols = np.flatnonzero(seg.valid)
+    near = seg.valid & (np.abs(np.arange(seg.width) - fovea_x) <= PEAK_RADIUS_MM * px_per_mm)
+    if not near.any():
+        return None
+    total = np.interp(np.arange(seg.width), cols, (seg.boundaries["bm"] - seg.boundaries["ilm"])[cols])
+    running = ndi.uniform_filter1d(total, max(1, int(round(PEAK_WINDOW_MM * px_per_mm))), mode="nearest")
+    return float(running[near].max())
+
+
 def thickness_profile(seg: LayerSegmentation, lateral_um_per_px: float | None = None) -> ThicknessProfile:
     """Mean thickness (px) of every layer in `LAYERS` over the central disc, the inner and outer rings' left and
-    right halves, the rings (mean of the halves) and the grid average (rings weighted by area)."""
+    right halves, the rings (mean of the halves) and the grid average (rings weighted by area); and the retina's
+    `peak_thickness`."""
     assumed = lateral_um_per_px is None
     lateral = ASSUMED_SCAN_WIDTH_MM * 1000.0 / seg.width if assumed else float(lateral_um_per_px)
     px_per_mm = 1000.0 / lateral
@@ -122,7 +140,7 @@ def thickness_profile(seg: LayerSegmentation, lateral_um_per_px: float | None = 
     r0, r1, r2 = ETDRS_RADII_MM
     expected = {"central": 2 * r0 * px_per_mm, "inner_left": (r1 - r0) * px_per_mm, "inner_right": (r1 - r0) * px_per_mm,
                 "outer_left": (r2 - r1) * px_per_mm, "outer_right": (r2 - r1) * px_per_mm}
-    profile = ThicknessProfile(fovea_x, method, lateral, assumed)
+    profile = ThicknessProfile(fovea_x, method, lateral, assumed, peak_px=peak_thickness(seg, fovea_x, px_per_mm))
     for name, (upper, lower) in LAYERS.items():
         values = seg.boundaries[lower] - seg.boundaries[upper]
         region = {key: _region_mean(values, masks[key], seg.valid, expected[key]) for key in masks}
@@ -138,19 +156,33 @@ def thickness_profile(seg: LayerSegmentation, lateral_um_per_px: float | None = 
     return profile
 
 
+def _flag_labels(labels: np.ndarray, count: int, where: np.ndarray) -> np.ndarray:
+    """Per label 1..count: whether any of its pixels lies where ``where`` is True."""
+    flag = np.zeros(count + 1, bool)
+    flag[np.unique(labels[where])] = True
+    return flag[1:]
+
+
 def detect_fluid(gray: np.ndarray, seg: LayerSegmentation, lateral_um_per_px: float | None = None,
                  axial_um_per_px: float | None = None) -> FluidFinding:
-    """Dark connected regions inside the retina: darker than half-way from the vitreous to the outer nuclear
-    layer (the darkest normal layer; its median over the scan, so cysts in part of it do not matter).
+    """Dark, compact regions inside the retina: intraretinal cysts and subretinal fluid.
 
-    Searched between the ILM (+15 µm, away from the vitreous) and the OS/RPE edge; a region whose bottom lies
-    within 20 µm of the RPE is subretinal, any other one intraretinal. Regions smaller than (40 µm)² or
-    thinner than 3 px (vessel shadows, speckle) are ignored, and so are regions reaching the top of the
-    search band (vitreous under a missed ILM: cysts are enclosed by retina).
+    Dark: after light smoothing (4 µm axially, 8 µm laterally), below both of `FLUID_DARKNESS`'s bars: 30% of
+    the way from the vitreous to the median brightness of the retina (ILM to BM) and 60% of the way to that of
+    the outer nuclear layer, the darkest normal layer (each bar alone let normal tissue through on some real
+    scans). Searched between the ILM (+15 µm, away from the vitreous) and the OS/RPE edge; a region whose
+    bottom lies within 20 µm of the RPE is subretinal, any other one intraretinal. A region is kept when it is
+
+    - compact: at least (40 µm)² and holding a `CYST_CORE_UM` square (speckle and thin dark bands along a
+      layer do not);
+    - intraretinal and at least `MIN_CYST_HEIGHT_UM` tall (a normal outer nuclear layer is about as dark in a
+      thinner band), or subretinal;
+    - enclosed by retina: not reaching the top of the search band (vitreous under a missed ILM) nor the first
+      or last usable column (where the boundaries go astray at the edge of the scan).
     """
     height, width = gray.shape
     um = seg.px_per_um
-    smooth = ndi.gaussian_filter(gray, (max(1.0, 8 * um), max(1.5, 16 * um)))
+    smooth = ndi.gaussian_filter(gray, (max(0.7, 4 * um), max(1.0, 8 * um)))
     rows = np.arange(height)[:, None]
     ilm, rpe, bm = (np.nan_to_num(seg.boundaries[k], nan=-1.0) for k in ("ilm", "rpe", "bm"))
     top = np.ceil(ilm + 15 * um + 1)
@@ -159,26 +191,27 @@ def detect_fluid(gray: np.ndarray, seg: LayerSegmentation, lateral_um_per_px: fl
     vitreous = seg.valid & (rows < ilm - 20 * um - 2) & (rows >= ilm - 150 * um)
     if not inside.any() or not vitreous.any():
         return FluidFinding(np.zeros((height, width), np.uint8), 0, 0, None)
-    onl = seg.valid & (rows >= np.nan_to_num(seg.boundaries["opl_onl"], nan=-1.0)) & (rows < np.nan_to_num(seg.boundaries["elm"], nan=-1.0))
+    onl_top, elm = (np.nan_to_num(seg.boundaries[k], nan=-1.0) for k in ("opl_onl", "elm"))
+    onl = seg.valid & (rows >= onl_top) & (rows < elm)
     dark_level = np.median(smooth[vitreous])
-    onl_level = np.median(smooth[onl]) if onl.sum() > 50 else np.median(smooth[retina])
-    dark = inside & (smooth < dark_level + 0.5 * (onl_level - dark_level))
-    dark = ndi.binary_opening(dark, structure=np.ones((2, 2), bool))
+    medians = {"retina": np.median(smooth[retina]), "onl": np.median(smooth[onl]) if onl.sum() > 50 else np.inf}
+    bar = min(dark_level + share * (medians[name] - dark_level) for name, share in FLUID_DARKNESS.items())
+    dark = ndi.binary_opening(inside & (smooth < bar), structure=np.ones((2, 2), bool))
     labels, count = ndi.label(dark)
     index = np.arange(1, count + 1)
-    area = ndi.sum_labels(dark, labels, index)
     slices = ndi.find_objects(labels)
     tall = np.array([s[0].stop - s[0].start for s in slices]) if count else np.zeros(0)
-    wide = np.array([s[1].stop - s[1].start for s in slices]) if count else np.zeros(0)
-    keep = (area >= max(6.0, (40 * um) ** 2)) & (tall >= 3) & (wide >= 3)
-    # a region reaching the top of the search band is vitreous let in by a missed ILM: cysts are enclosed
-    touches_top = np.zeros(count + 1, bool)
-    touches_top[np.unique(labels[(rows == top) & (labels > 0)])] = True
-    keep &= ~touches_top[1:]
+    side = max(2, int(round(CYST_CORE_UM * um)))
+    core = ndi.binary_opening(dark, structure=np.ones((side, side), bool))
+    edge = np.zeros_like(dark)
+    edge[:, np.flatnonzero(seg.valid)[[0, -1]]] = True
+    keep = (ndi.sum_labels(dark, labels, index) >= max(6.0, (40 * um) ** 2)) & _flag_labels(labels, count, core)
+    keep &= ~_flag_labels(labels, count, rows == top) & ~_flag_labels(labels, count, edge)
     # gap between each region's lowest pixel and the RPE line in that column
     gap = np.where(labels > 0, rpe[None, :] - rows, np.inf)
     closest = ndi.minimum(gap, labels, index) if count else np.zeros(0)
     sub = keep & (closest <= 20 * um + 1)
+    keep &= sub | (tall >= MIN_CYST_HEIGHT_UM * um)
     kind = np.zeros(count + 1, np.uint8)
     kind[1:][keep] = 1
     kind[1:][sub] = 2
