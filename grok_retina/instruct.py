@@ -13,7 +13,7 @@ retried on resume. ``OUT/dataset`` is the result (`datasets.Dataset.save_to_disk
                                               {"type": "text", "text": <biomarkers + instruction>}]}]
     completion  [{"role": "assistant", "content": [{"type": "text", "text": <report>}]}]
     images      [cfp, central OCT B-scan]  (present ones, in placeholder order)
-    id, label, biomarkers (+ patient_id, eye, age when the source has them)
+    id, label, biomarkers (+ patient_id, eye, age, dme, dr_grade when the source has them)
 
 Arrow stores content blocks with a common schema, so a text block reads back with ``"modality": None`` and an
 image block with ``"text": None``.
@@ -36,7 +36,7 @@ from datasets import Dataset, Features, Image, List, Value, load_from_disk
 from tqdm.auto import tqdm
 
 from processing.biomarkers import validate_biomarkers
-from processing.labels import LABELS, label_index
+from processing.labels import LABELS, dr_dme_names, label_index
 
 from .prompts import build_student_messages
 from .teachers.base import Teacher, TeacherError, TeacherFormatError, TeacherSample, Usage
@@ -45,7 +45,7 @@ from .verifier import verify_report
 RECORDS_FILE = "records.jsonl"
 DATASET_DIR = "dataset"
 FINAL_STATUSES = frozenset({"ok", "dropped"})
-PASSTHROUGH_COLUMNS = ("id", "patient_id", "eye", "age", "label", "biomarkers")
+PASSTHROUGH_COLUMNS = ("id", "patient_id", "eye", "age", "label", "biomarkers", "dme", "dr_grade")
 
 _CONTENT = List({"type": Value("string"), "text": Value("string"), "modality": Value("string")})
 MESSAGES_FEATURE = List({"role": Value("string"), "content": _CONTENT})
@@ -114,7 +114,8 @@ class Job:
 
 
 def plan_jobs(dataset: Dataset, teacher: Teacher, limit: int | None = None) -> list[Job]:
-    """One job per row (the first ``limit``): its teacher sample (without images) and its record key."""
+    """One job per row (the first ``limit``): its teacher sample (without images, with the ``dr_grade`` and
+    ``dme`` columns when present) and its record key."""
     missing = [c for c in ("id", "biomarkers", "label") if c not in dataset.column_names]
     if missing:
         raise ValueError(
@@ -122,7 +123,7 @@ def plan_jobs(dataset: Dataset, teacher: Teacher, limit: int | None = None) -> l
             "(see processing.grok_dataset.grok_features)."
         )
     rows = dataset.select(range(min(limit, len(dataset)))) if limit is not None else dataset
-    columns = [c for c in ("id", "biomarkers", "label", "age") if c in dataset.column_names]
+    columns = [c for c in ("id", "biomarkers", "label", "age", "dr_grade", "dme") if c in dataset.column_names]
     jobs, seen = [], set()
     for index, row in enumerate(rows.select_columns(columns).to_list()):
         sample_id = str(row["id"])
@@ -132,7 +133,8 @@ def plan_jobs(dataset: Dataset, teacher: Teacher, limit: int | None = None) -> l
         label = row["label"]
         label = LABELS[label] if isinstance(label, int) and 0 <= label < len(LABELS) else LABELS[label_index(label)]
         biomarkers = validate_biomarkers(row["biomarkers"], where=f"sample {sample_id}")
-        sample = TeacherSample(sample_id, biomarkers, label, row.get("age"))
+        dr_grade, dme = dr_dme_names(row.get("dr_grade"), row.get("dme"))
+        sample = TeacherSample(sample_id, biomarkers, label, row.get("age"), dr_grade=dr_grade, dme=dme)
         jobs.append(Job(index, f"{sample_id}:{teacher.prompt_hash(sample)[:16]}", sample))
     return jobs
 
@@ -164,7 +166,8 @@ async def _process(job: Job, images: Dataset | None, teacher: Teacher) -> dict[s
             usage += error.usage
             return _record(job, "error", usage, attempt, reason=str(error))
         usage += output.usage
-        result = verify_report(output.text, sample.biomarkers, label=sample.label, age=sample.age)
+        result = verify_report(output.text, sample.biomarkers, label=sample.label, age=sample.age,
+                               dr_grade=sample.dr_grade, dme=sample.dme)
         if result.passed:
             return _record(job, "ok", usage, attempt, report=output.text, scores=result.scores())
         reason = feedback = result.findings()

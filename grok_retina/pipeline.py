@@ -11,6 +11,7 @@ import torch
 from transformers import TextIteratorStreamer
 
 from modeling_grok import GrokForConditionalGeneration, GrokProcessor
+from modeling_grok.modeling_grok import IMAGE_INPUT_KEYS
 from processing.biomarkers import validate_biomarkers
 
 from .guideline import Assessment, assess_all
@@ -136,6 +137,43 @@ class GrokPipeline:
         texts = self.processor.batch_decode(output[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
         reports = [self.report(text.strip(), values, source) for text, (_, _, values, source) in zip(texts, prepared)]
         return reports if batch else reports[0]
+
+    @torch.inference_mode()
+    def continuation_logprobs(
+        self, continuations: Sequence[str], cfp: Any = None, oct: Any = None,
+        biomarkers: Mapping[str, object] | None = None, prefix: str = "", measure: bool | None = None,
+        acquisition: Mapping[str, object] | None = None,
+    ) -> list[float]:
+        """The summed log-probability of each of ``continuations`` as the model's answer after ``prefix`` (the
+        start of the answer, e.g. a report up to its Conclusion) for one sample, e.g. to compare two
+        conclusions. ``prefix`` should end in a newline (or be empty) so that it tokenises apart from what follows."""
+        if not continuations:
+            raise ValueError("continuations is empty; give at least one text to score.")
+        values, _ = self._biomarkers(cfp, oct, biomarkers, measure, acquisition)
+        messages = build_student_messages(values, has_cfp=cfp is not None, has_oct=oct is not None)
+        text = self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False) + prefix
+        images = [image for image in (cfp, oct) if image is not None]
+        n = len(continuations)
+        inputs = self.processor(text=[text] * n, images=[images] * n, return_tensors="pt")
+        start = inputs["input_ids"].shape[1]
+        tails = [self.processor.tokenizer(c, add_special_tokens=False)["input_ids"] for c in continuations]
+        if not all(tails):
+            raise ValueError("every continuation must have at least one token; got an empty text.")
+        length = start + max(map(len, tails))
+        pad = self.processor.tokenizer.pad_token_id or 0
+        ids = torch.full((n, length), pad, dtype=torch.long)
+        mask = torch.zeros((n, length), dtype=torch.long)
+        for row, tail in enumerate(tails):  # right padding: positions stay those of an unpadded sequence
+            ids[row, :start] = inputs["input_ids"][row]
+            ids[row, start : start + len(tail)] = torch.tensor(tail)
+            mask[row, : start + len(tail)] = 1
+        model_inputs = {k: v for k, v in inputs.items() if k in IMAGE_INPUT_KEYS}
+        model_inputs.update(input_ids=ids, attention_mask=mask)
+        logits = self.model(**{k: v.to(self.model.device) for k, v in model_inputs.items()}).logits.float()
+        logprobs = torch.log_softmax(logits[:, start - 1 : -1], dim=-1)
+        targets = ids[:, start:].to(logprobs.device)
+        picked = logprobs.gather(-1, targets.unsqueeze(-1)).squeeze(-1) * mask[:, start:].to(logprobs.device)
+        return picked.sum(dim=1).tolist()
 
     def stream(
         self, cfp: Any = None, oct: Any = None, biomarkers: Mapping[str, object] | None = None,

@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from processing.biomarkers import BIOMARKERS, format_biomarkers, get_biomarker, validate_biomarkers
-from processing.labels import LABEL_DISPLAY, LABELS
+from processing.labels import LABEL_DISPLAY, LABELS, check_dr_dme, dr_dme_diagnosis
 
 from .guideline import AGE_SLOPE_PER_DECADE, LABEL_EVIDENCE, assess_all, descriptors, mention_phrases, thresholds
 
@@ -127,6 +127,11 @@ TEACHER_FEEDBACK_TEMPLATE = (
     "Write the report again, fixing every problem, as a single JSON object of the same shape."
 )
 
+DR_DME_INSTRUCTION = (
+    "The Conclusion must state the diabetic retinopathy grade (no, non-proliferative or proliferative diabetic "
+    "retinopathy) and whether there is diabetic macular oedema, in these words"
+)
+
 _IMAGE_CAPTIONS = {"cfp": "Colour fundus photograph:", "oct": "OCT B-scan through the fovea:"}
 
 
@@ -137,14 +142,22 @@ def build_teacher_messages(
     age: float | None = None,
     image_urls: Mapping[str, str] | None = None,
     feedback: str | None = None,
+    dr_grade: str | None = None,
+    dme: str | None = None,
 ) -> list[dict[str, Any]]:
     """OpenAI chat messages asking the teacher for the report of one eye whose diagnosis is ``label``.
 
     ``image_urls`` maps "cfp"/"oct" to (data) URLs attached after the text; ``feedback`` (the verifier's
-    findings on a previous answer) adds a final user turn asking for a corrected report.
+    findings on a previous answer) adds a final user turn asking for a corrected report. With ``dme`` (and
+    ``dr_grade``, None when ungraded) the diagnosis to reach names them (`processing.labels.dr_dme_diagnosis`)
+    and the conclusion must state both; without them the prompt is unchanged.
     """
     if label not in LABEL_DISPLAY:
         raise ValueError(f"Unknown label {label!r}; valid labels are {', '.join(LABELS)}.")
+    check_dr_dme(label, dr_grade, dme)
+    diagnosis = LABEL_DISPLAY[label]
+    if dme is not None:
+        diagnosis = f"{dr_dme_diagnosis(dr_grade, dme)}. {DR_DME_INSTRUCTION}"
     values = validate_biomarkers(biomarkers)
     flags = [a for a in assess_all(values, age).values() if a.abnormal]
     flag_text = "\n".join(f"- {get_biomarker(a.name).display}: {a.descriptor}" for a in flags) or (
@@ -160,7 +173,7 @@ def build_teacher_messages(
     text = (
         f"Measured biomarkers:\n{format_biomarkers(values)}\n{age_text}\n"
         f"Guideline flags for this eye:\n{flag_text}\n\n"
-        f"Diagnosis to reach (never reveal that it was given): {LABEL_DISPLAY[label]}.\n"
+        f"Diagnosis to reach (never reveal that it was given): {diagnosis}.\n"
         + ("The colour fundus photograph and the OCT B-scan are attached; use visible findings that agree with the "
            "measurements.\n" if image_urls else "")
         + "Return the JSON object."

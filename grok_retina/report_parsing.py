@@ -1,6 +1,6 @@
-"""Reading report text: its sections, the diagnosis its conclusion names (negation-aware), and the biomarker
-mentions, numbers and descriptors that the grounding verifier links together. Shared by Stage I, evaluation
-and inference.
+"""Reading report text: its sections, the diagnosis its conclusion names (negation-aware) with the DR grade
+and DME status of a diabetic eye, and the biomarker mentions, numbers and descriptors that the grounding
+verifier links together. Shared by Stage I, evaluation and inference.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import re
 from dataclasses import dataclass
 from functools import cache
 
-from processing.labels import LABEL_SYNONYMS, LABELS
+from processing.labels import DME_SYNONYMS, DR_GRADE_SYNONYMS, LABEL_SYNONYMS, LABELS
 
 from .guideline import DESCRIPTOR_LEXICON, NEUTRAL_PHRASES, SEVERITY_MODIFIERS, mention_phrases
 from .prompts import REPORT_SECTIONS
@@ -66,6 +66,12 @@ def split_sections(text: str) -> dict[str, str]:
         body = text[match.end() : following.start() if following else len(text)].strip()
         out[key] = f"{out[key]}\n{body}".strip()
     return out
+
+
+def text_before_conclusion(text: str) -> str:
+    """The report up to its (last) Conclusion heading; all of it when there is none."""
+    starts = [m.start() for m in _HEADING_RE.finditer(text) if _norm(m.group(1)).startswith("conclusion")]
+    return text[: starts[-1]] if starts else text
 
 
 # --- The diagnosis named by a conclusion ---------------------------------------------------------------
@@ -131,17 +137,82 @@ def labels_in(text: str) -> list[tuple[str, bool]]:
     return out
 
 
-def parse_label(text: str) -> str | None:
-    """The diagnosis (one of `LABELS`) named by the report's Conclusion section, or by its last sentence when
-    there is no such section. Negated mentions ("no signs of glaucoma") are skipped; a disease wins over a
-    normal finding; among diseases the first named wins. None when no diagnosis is named."""
+def conclusion_text(text: str) -> str:
+    """The report's Conclusion section, or its last sentence when there is no such section."""
     scope = split_sections(text)[REPORT_SECTIONS[2]]
     if not scope:
         sentences = [s for s in re.split(r"(?<=[.!?])\s+|\n", text.strip()) if s.strip()]
         scope = sentences[-1] if sentences else ""
+    return scope
+
+
+def _diagnosis(scope: str) -> str | None:
     named = [label for label, negated in labels_in(scope) if not negated]
     diseases = [label for label in named if label != "Normal"]
     return diseases[0] if diseases else ("Normal" if named else None)
+
+
+def parse_label(text: str) -> str | None:
+    """The diagnosis (one of `LABELS`) named by the report's Conclusion section, or by its last sentence when
+    there is no such section. Negated mentions ("no signs of glaucoma") are skipped; a disease wins over a
+    normal finding; among diseases the first named wins. None when no diagnosis is named."""
+    return _diagnosis(conclusion_text(text))
+
+
+# --- DR grade and DME status named by a conclusion ------------------------------------------------------
+_RETINOPATHY = ("diabetic retinopathy", "dr")  # an ungraded mention of diabetic retinopathy
+
+
+@cache
+def _dr_dme_re() -> tuple[re.Pattern, dict[str, str]]:
+    lookup = {_norm(phrase): "DR" for phrase in _RETINOPATHY}
+    lookup.update({_norm(phrase): grade for grade, phrases in DR_GRADE_SYNONYMS.items() for phrase in phrases})
+    lookup.update({_norm(phrase): "DME" for phrase in DME_SYNONYMS})
+    # "-" before a match is excluded too: "proliferative" inside "non-proliferative" names no grade
+    return re.compile(rf"(?<![\w'-])(?:{_phrase_pattern(lookup)})(?![\w'])", re.IGNORECASE), lookup
+
+
+def dr_dme_in(text: str) -> list[tuple[str, bool]]:
+    """Every mention of diabetic retinopathy ("DR" ungraded, "NPDR", "PDR") or macular oedema ("DME") in
+    ``text`` in order, as ``(key, negated)``; the diagnoses named around them count for negation lists."""
+    pattern, lookup = _dr_dme_re()
+    label_pattern, _ = _label_re()
+    matches = list(pattern.finditer(text))
+    spans = [m.span() for m in matches] + [m.span() for m in label_pattern.finditer(text)]
+    return [
+        (lookup[_norm(m.group(0))], _negated(text, *m.span(), [s for s in spans if s != m.span()])) for m in matches
+    ]
+
+
+def parse_dr_grade(text: str) -> str | None:
+    """The DR grade ("0", "NPDR", "PDR") the conclusion states (see `conclusion_text`), negation-aware.
+
+    The first non-negated NPDR/PDR mention wins; otherwise a negated mention of diabetic retinopathy ("no
+    diabetic retinopathy", "without diabetic retinopathy"), or a conclusion of a healthy eye or another
+    disease, means "0". None when the conclusion names diabetic retinopathy without a grade, or nothing.
+    """
+    scope = conclusion_text(text)
+    mentions = dr_dme_in(scope)
+    for key, negated in mentions:
+        if key in ("NPDR", "PDR") and not negated:
+            return key
+    if any(key == "DR" and not negated for key, negated in mentions):
+        return None
+    if any(key == "DR" and negated for key, negated in mentions):
+        return "0"
+    diagnosis = _diagnosis(scope)
+    return "0" if diagnosis not in (None, "DiabeticRetinopathy") else None
+
+
+def parse_dme(text: str) -> str | None:
+    """The DME status ("yes" / "no") the conclusion states, negation-aware: "yes" for a non-negated mention
+    of macular oedema, "no" for a negated one ("without macular oedema") or for a diagnosis named without
+    oedema. None when the conclusion names no diagnosis at all."""
+    scope = conclusion_text(text)
+    flags = [negated for key, negated in dr_dme_in(scope) if key == "DME"]
+    if flags:
+        return "no" if all(flags) else "yes"
+    return "no" if _diagnosis(scope) is not None else None
 
 
 # --- Mentions, numbers, descriptors --------------------------------------------------------------------

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from statistics import fmean
 
 from processing.biomarkers import get_biomarker, validate_biomarkers
-from processing.labels import LABEL_DISPLAY, LABELS
+from processing.labels import LABEL_DISPLAY, LABELS, check_dr_dme, dr_dme_diagnosis
 
 from .guideline import STRONG_EVIDENCE, assess_all, describe, score_labels, thresholds
 from .prompts import MAX_REPORT_WORDS, REPORT_SECTIONS
@@ -24,6 +24,8 @@ from .report_parsing import (
     find_descriptors,
     find_mentions,
     find_numbers,
+    parse_dme,
+    parse_dr_grade,
     parse_label,
     segments,
     split_sections,
@@ -79,6 +81,8 @@ class VerificationResult:
     coverage: float
     min_coverage: float
     scores_by_label: dict[str, float] = field(repr=False, default_factory=dict)
+    dr_dme_expected: str | None = None  # the DR grade + DME diagnosis the conclusion must state, when given
+    dr_dme_consistent: bool = True
 
     @property
     def conclusion_consistent(self) -> bool:
@@ -99,6 +103,7 @@ class VerificationResult:
             and not self.value_errors
             and not self.descriptor_errors
             and self.conclusion_consistent
+            and self.dr_dme_consistent
             and self.coverage >= self.min_coverage
         )
 
@@ -128,6 +133,11 @@ class VerificationResult:
             lines.append(
                 f"- The Conclusion ({LABEL_DISPLAY[self.conclusion_label]}) contradicts the evidence, which shows a "
                 f"clear pattern of {LABEL_DISPLAY[strongest]}; reconcile the reasoning with the findings."
+            )
+        if not self.dr_dme_consistent:
+            lines.append(
+                f"- The Conclusion must state the diabetic retinopathy grade and the macular oedema status: "
+                f"{self.dr_dme_expected}."
             )
         if self.coverage < self.min_coverage:
             names = ", ".join(get_biomarker(n).display for n in self.missed)
@@ -259,6 +269,8 @@ def verify_report(
     *,
     age: float | None = None,
     min_coverage: float = 0.5,
+    dr_grade: str | None = None,
+    dme: str | None = None,
 ) -> VerificationResult:
     """Check ``report_text`` against the measured ``biomarkers`` (and the true ``label`` when given).
 
@@ -267,10 +279,16 @@ def verify_report(
     accepted, "markedly thinned" for a mildly thinned one is not). Numbers for missing biomarkers, or that
     match no biomarker, are fabricated. The conclusion must name ``label`` and must not contradict a clear
     evidence pattern (`guideline.score_labels`). ``coverage`` is the share of abnormal biomarkers mentioned;
-    the report passes with no error, all sections, at most 300 words and ``coverage >= min_coverage``.
+    the report passes with no error, all sections, at most 300 words and ``coverage >= min_coverage``. With
+    ``dme`` (and ``dr_grade``, None when ungraded) the conclusion must also state them (`parse_dme`,
+    `parse_dr_grade`; an ungraded eye only needs the DME status).
     """
     if label is not None and label not in LABELS:
         raise ValueError(f"Unknown label {label!r}; valid labels are {', '.join(LABELS)}.")
+    if label is not None:
+        check_dr_dme(label, dr_grade, dme)
+    elif dr_grade is not None and dme is None:
+        raise ValueError(f"dr_grade is {dr_grade!r} but dme is None; give the DME status ('no' or 'yes') too.")
     values = validate_biomarkers(biomarkers)
     text = report_text or ""
     issues = []
@@ -338,6 +356,10 @@ def verify_report(
         coverage=1 - len(missed) / len(abnormal) if abnormal else 1.0,
         min_coverage=min_coverage,
         scores_by_label=scores,
+        dr_dme_expected=dr_dme_diagnosis(dr_grade, dme) if dme is not None else None,
+        dr_dme_consistent=dme is None or (
+            parse_dme(text) == dme and (dr_grade is None or parse_dr_grade(text) == dr_grade)
+        ),
     )
 
 

@@ -35,13 +35,12 @@ from PIL import Image
 
 from .biomarkers import BIOMARKER_NAMES
 from .grok_dataset import grok_features, split_by_patient
+from .labels import DME_STATUSES, DR_GRADES
 
 logger = logging.getLogger(__name__)
 
 ENV_ROOT = "GROK_DME_DR_ROOT"
 DEFAULT_ROOT = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "dme-dr-paired"
-DR_GRADES: tuple[str, ...] = ("0", "NPDR", "PDR")
-DME_NAMES: tuple[str, ...] = ("no", "yes")
 EYES = {"OD": "OD", "OI": "OS", "OS": "OS"}
 
 
@@ -60,7 +59,7 @@ def dme_dr_features():
     """`grok_features` plus the ``dme`` and ``dr_grade`` columns."""
     from datasets import ClassLabel
 
-    return grok_features({"dme": ClassLabel(names=list(DME_NAMES)), "dr_grade": ClassLabel(names=list(DR_GRADES))})
+    return grok_features({"dme": ClassLabel(names=list(DME_STATUSES)), "dr_grade": ClassLabel(names=list(DR_GRADES))})
 
 
 def _merge(values: list[str], order: tuple[str, ...], what: str, eye: tuple[str, str]) -> str | None:
@@ -121,7 +120,7 @@ def dme_dr_records(root: str | os.PathLike | None = None) -> list[dict]:
                 "oct_axial_um_per_px": None,
                 "oct_lateral_um_per_px": None,
                 "cfp_um_per_px": None,
-                "dme": DME_NAMES[int(dme)],
+                "dme": DME_STATUSES[int(dme)],
                 "dr_grade": grade,
             })  # fmt: skip
     if unpaired:

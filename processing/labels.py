@@ -1,4 +1,5 @@
-"""The GROK label set (Grounded Ophthalmic Understanding benchmark) and the words that name each label."""
+"""The GROK label set (Grounded Ophthalmic Understanding benchmark) and the words that name each label; the DR
+grades and DME statuses of diabetic eyes and the words that name them."""
 
 from __future__ import annotations
 
@@ -43,3 +44,93 @@ def label_index(label: str) -> int:
         return LABELS.index(label)
     except ValueError:
         raise ValueError(f"Unknown label {label!r}; valid labels are {', '.join(LABELS)}.") from None
+
+
+# --- DR grade and DME status (the real DME/DR set, `processing.dme_dr`) --------------------------------
+DR_GRADES: tuple[str, ...] = ("0", "NPDR", "PDR")
+DME_STATUSES: tuple[str, ...] = ("no", "yes")
+
+DR_GRADE_DISPLAY: dict[str, str] = {
+    "0": "no diabetic retinopathy",
+    "NPDR": "non-proliferative diabetic retinopathy",
+    "PDR": "proliferative diabetic retinopathy",
+}
+DME_DISPLAY: dict[str, str] = {"yes": "with diabetic macular oedema", "no": "without macular oedema"}
+
+# Phrases that name a DR grade or macular oedema in free text (used by report parsing). Grade "0" is a
+# negated mention of diabetic retinopathy ("no diabetic retinopathy"), so it has no phrase of its own.
+DR_GRADE_SYNONYMS: dict[str, tuple[str, ...]] = {
+    "NPDR": (
+        "non-proliferative diabetic retinopathy",
+        "nonproliferative diabetic retinopathy",
+        "non-proliferative retinopathy",
+        "nonproliferative retinopathy",
+        "background diabetic retinopathy",
+        "non-proliferative dr",
+        "npdr",
+    ),
+    "PDR": ("proliferative diabetic retinopathy", "proliferative retinopathy", "proliferative dr", "pdr"),
+}
+DME_SYNONYMS: tuple[str, ...] = (
+    "clinically significant macular oedema",
+    "clinically significant macular edema",
+    "diabetic macular oedema",
+    "diabetic macular edema",
+    "diabetic maculopathy",
+    "macular oedema",
+    "macular edema",
+    "dme",
+    "dmo",
+    "csme",
+)
+
+
+def dr_dme_names(dr_grade: int | str | None, dme: int | str | None) -> tuple[str | None, str | None]:
+    """``(dr_grade, dme)`` as names; ClassLabel indices (the `processing.dme_dr` features, in `DR_GRADES` /
+    `DME_STATUSES` order) are mapped to their names, None stays None."""
+    out = []
+    for field, value, names in (("dr_grade", dr_grade, DR_GRADES), ("dme", dme, DME_STATUSES)):
+        if isinstance(value, int) and not isinstance(value, bool):
+            if not 0 <= value < len(names):
+                raise ValueError(f"{field} index {value} is out of range; the classes are {names}.")
+            value = names[value]
+        out.append(value)
+    return out[0], out[1]
+
+
+def check_dr_dme(label: str, dr_grade: str | None, dme: str | None) -> None:
+    """Raise a ValueError naming the field when ``dr_grade`` / ``dme`` are not valid values or contradict
+    ``label`` (DiabeticRetinopathy needs a grade of NPDR/PDR or DME; Normal needs grade "0" without DME)."""
+    if dr_grade is not None and dr_grade not in DR_GRADES:
+        raise ValueError(f"dr_grade {dr_grade!r} is not one of {DR_GRADES}; use None when the grade is unknown.")
+    if dme is not None and dme not in DME_STATUSES:
+        raise ValueError(f"dme {dme!r} is not one of {DME_STATUSES}.")
+    if dr_grade is None and dme is None:
+        return
+    if dme is None:
+        raise ValueError(f"dr_grade is {dr_grade!r} but dme is None; give the DME status ('no' or 'yes') too.")
+    if dme == "yes" or dr_grade in ("NPDR", "PDR"):
+        expected = "DiabeticRetinopathy"
+    elif dr_grade == "0":
+        expected = "Normal"
+    else:
+        raise ValueError("dr_grade is None and dme is 'no': the eye has no diagnosis; give its DR grade.")
+    if label != expected:
+        raise ValueError(
+            f"label {label!r} contradicts dr_grade={dr_grade!r}, dme={dme!r}, which mean {expected}; fix the label "
+            "or the DR columns."
+        )
+
+
+def dr_dme_diagnosis(dr_grade: str | None, dme: str) -> str:
+    """The diagnosis a conclusion names for a DR grade (None: ungraded) and a DME status, e.g.
+    "non-proliferative diabetic retinopathy with diabetic macular oedema"."""
+    if dr_grade is not None and dr_grade not in DR_GRADES:
+        raise ValueError(f"dr_grade {dr_grade!r} is not one of {DR_GRADES}; use None when the grade is unknown.")
+    if dme not in DME_STATUSES:
+        raise ValueError(f"dme {dme!r} is not one of {DME_STATUSES}.")
+    if dr_grade == "0":
+        return "diabetic macular oedema without diabetic retinopathy" if dme == "yes" else (
+            f"{DR_GRADE_DISPLAY['0']} and no macular oedema"
+        )
+    return f"{DR_GRADE_DISPLAY.get(dr_grade, LABEL_DISPLAY['DiabeticRetinopathy'])} {DME_DISPLAY[dme]}"

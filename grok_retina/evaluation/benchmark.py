@@ -10,6 +10,7 @@ from grok_retina.report_parsing import parse_label
 from processing.labels import LABELS
 
 from .classification import diagnosis_metrics
+from .dme_dr import report_dr_dme_metrics
 from .grounding import grounding_metrics
 from .judge import JudgeSample, RubricJudge, summarise_judgements
 from .text_metrics import corpus_bleu, embedding_similarity, rouge_l
@@ -39,17 +40,24 @@ def evaluate_reports(
     judge: RubricJudge | None = None,
     embedding_model: str | Path | None = None,
     embeddings: bool = True,
+    dme: Sequence[str] | None = None,
+    dr_grades: Sequence[str | None] | None = None,
+    dme_scores: Sequence[float] | None = None,
 ) -> dict[str, dict]:
     """The metric sections for ``reports`` (one per sample, in order), each computed when its inputs are given.
 
     - ``diagnosis`` (``labels``, GROK labels): the label `parse_label` reads from each conclusion;
     - ``text`` (``references``): BLEU-4, ROUGE-L and MiniLM similarity (``embeddings=False`` skips it);
     - ``grounding`` (``biomarkers``): the verifier's scores, against ``labels`` when given;
-    - ``rubric`` (``judge``): the 8-item judge, with failures and token usage.
+    - ``rubric`` (``judge``): the 8-item judge, with failures and token usage;
+    - ``dme`` and ``dr_grade`` (``dme`` and ``dr_grades``, a graded set): the DME status and DR grade the
+      conclusions state (`dme_dr.report_dr_dme_metrics`; ``dme_scores`` rank eyes for the DME ROC AUC).
 
     Runs the judge with ``asyncio.run``, so call it outside a running event loop.
     """
     n = len(reports)
+    if (dme is None) != (dr_grades is None) or dme_scores is not None and dme is None:
+        raise ValueError("give dme and dr_grades together (and dme_scores only with them), one per report.")
     for name, values in (("labels", labels), ("references", references), ("biomarkers", biomarkers), ("ids", ids)):
         if values is not None and len(values) != n:
             raise ValueError(
@@ -60,6 +68,8 @@ def evaluate_reports(
         predictions = [parse_label(report) for report in reports]
         sections["diagnosis"] = diagnosis_metrics(predictions, labels, LABELS)
         sections["diagnosis"]["predictions"] = predictions
+    if dme is not None:
+        sections.update(report_dr_dme_metrics(reports, dme, dr_grades, dme_scores))
     if references is not None:
         sections["text"] = report_text_metrics(reports, references, embedding_model, embeddings)
     if biomarkers is not None:

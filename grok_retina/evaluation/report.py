@@ -50,6 +50,8 @@ HEADLINE_KEYS: dict[str, tuple[str, str]] = {
 
 SECTION_TITLES: dict[str, str] = {
     "diagnosis": "Diagnosis",
+    "dme": "DME",
+    "dr_grade": "DR grade",
     "text": "Report text",
     "rubric": "Clinical rubric (LLM judge)",
     "grounding": "Verifier (deterministic)",

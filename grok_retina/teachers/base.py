@@ -10,13 +10,16 @@ from typing import Any
 
 from PIL.Image import Image
 
+from processing.labels import check_dr_dme
+
 from ..prompts import build_teacher_messages
 
 
 @dataclass(frozen=True)
 class TeacherSample:
     """What a teacher sees of one eye: validated biomarkers (all 37 keys, None when missing), the label name,
-    and optionally the age, the CFP and the central OCT B-scan."""
+    and optionally the age, the DR grade ("0", "NPDR", "PDR"; None when ungraded) and DME status ("no",
+    "yes") that the conclusion must state, the CFP and the central OCT B-scan."""
 
     id: str
     biomarkers: dict[str, float | None]
@@ -24,6 +27,14 @@ class TeacherSample:
     age: float | None = None
     cfp: Image | None = field(default=None, repr=False)
     oct: Image | None = field(default=None, repr=False)
+    dr_grade: str | None = None
+    dme: str | None = None
+
+    def __post_init__(self) -> None:
+        try:
+            check_dr_dme(self.label, self.dr_grade, self.dme)
+        except ValueError as error:
+            raise ValueError(f"sample {self.id}: {error}") from None
 
 
 @dataclass
@@ -86,7 +97,8 @@ class Teacher(ABC):
     ) -> list[dict[str, Any]]:
         """The chat messages of the teacher prompt for ``sample``."""
         return build_teacher_messages(
-            sample.biomarkers, sample.label, age=sample.age, image_urls=image_urls, feedback=feedback
+            sample.biomarkers, sample.label, age=sample.age, image_urls=image_urls, feedback=feedback,
+            dr_grade=sample.dr_grade, dme=sample.dme,
         )
 
     def prompt_hash(self, sample: TeacherSample) -> str:

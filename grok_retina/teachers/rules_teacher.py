@@ -1,7 +1,8 @@
 """An offline teacher that writes grounded reports from the Eye-Guideline, so Stage I runs with no API.
 
 Every number it writes is the measured value, every descriptor the guideline band, the conclusion names the
-label; the wording varies across samples (several templates per sentence type, chosen per sample id).
+label (with the DR grade and DME status when the sample has them); the wording varies across samples (several
+templates per sentence type, chosen per sample id).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import random
 from typing import Any
 
 from processing.biomarkers import BIOMARKERS, get_biomarker
-from processing.labels import LABEL_DISPLAY
+from processing.labels import LABEL_DISPLAY, dr_dme_diagnosis
 
 from ..guideline import LABEL_EVIDENCE, Assessment, assess_all, evidence_for
 from ..prompts import MAX_REPORT_WORDS, render_report
@@ -61,6 +62,10 @@ NORMAL_CONCLUSIONS = ("The examination is within normal limits, with no ocular o
                       "There are no signs of glaucoma, macular degeneration or diabetic retinopathy; the eye appears "
                       "healthy.",
                       "In summary, no ocular or systemic disease is evident.")
+# A healthy eye of a graded set: {d} states no diabetic retinopathy and no macular oedema.
+GRADED_NORMAL_CONCLUSIONS = ("The eye appears healthy, with {d}.",
+                             "There is {d}; the examination is within normal limits.",
+                             "In summary, the examination is within normal limits, with {d}.")
 
 
 def noun(name: str) -> str:
@@ -118,11 +123,19 @@ class RulesTeacher(Teacher):
 
         if sample.label == "Normal":
             answer["sub_inference"] = self._normal_inference(abnormal, normal_keys, rng)
-            answer["conclusion"] = rng.choice(NORMAL_CONCLUSIONS)
         else:
             answer["sub_inference"] = self._disease_inference(sample.label, abnormal, support, rng)
-            answer["conclusion"] = rng.choice(CONCLUSIONS).format(d=LABEL_DISPLAY[sample.label])
+        answer["conclusion"] = self._conclusion(sample, rng)
         return self._fit(answer, len(normal_keys), len(abnormal))
+
+    @staticmethod
+    def _conclusion(sample: TeacherSample, rng: random.Random) -> str:
+        if sample.dme is not None:  # a graded set: the conclusion states the DR grade and the DME status
+            templates = GRADED_NORMAL_CONCLUSIONS if sample.label == "Normal" else CONCLUSIONS
+            return rng.choice(templates).format(d=dr_dme_diagnosis(sample.dr_grade, sample.dme))
+        if sample.label == "Normal":
+            return rng.choice(NORMAL_CONCLUSIONS)
+        return rng.choice(CONCLUSIONS).format(d=LABEL_DISPLAY[sample.label])
 
     def _line(self, a: Assessment, support, rng: random.Random) -> dict[str, Any]:
         if a.name in support:
