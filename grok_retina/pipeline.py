@@ -90,13 +90,15 @@ class GrokPipeline:
                     values[name], source[name] = float(value), "measured"
         return values, source
 
+    def _prompt(self, cfp: Any, oct: Any, biomarkers: dict) -> tuple[str, list]:
+        """GROK's prompt text (up to the answer) and its images for one sample."""
+        messages = build_student_messages(biomarkers, has_cfp=cfp is not None, has_oct=oct is not None)
+        text = self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        return text, [image for image in (cfp, oct) if image is not None]
+
     def _inputs(self, samples: list[tuple[Any, Any, dict]]) -> dict[str, torch.Tensor]:
-        texts, images = [], []
-        for cfp, oct, biomarkers in samples:
-            messages = build_student_messages(biomarkers, has_cfp=cfp is not None, has_oct=oct is not None)
-            texts.append(self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False))
-            images.append([image for image in (cfp, oct) if image is not None])
-        inputs = self.processor(text=texts, images=images, return_tensors="pt", padding=True)
+        texts, images = zip(*(self._prompt(cfp, oct, biomarkers) for cfp, oct, biomarkers in samples))
+        inputs = self.processor(text=list(texts), images=list(images), return_tensors="pt", padding=True)
         return {k: v.to(self.model.device) for k, v in inputs.items()}
 
     def report(self, text: str, biomarkers: dict, source: dict[str, str] | None = None, label: str | None = None) -> GrokReport:
@@ -150,11 +152,9 @@ class GrokPipeline:
         if not continuations:
             raise ValueError("continuations is empty; give at least one text to score.")
         values, _ = self._biomarkers(cfp, oct, biomarkers, measure, acquisition)
-        messages = build_student_messages(values, has_cfp=cfp is not None, has_oct=oct is not None)
-        text = self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False) + prefix
-        images = [image for image in (cfp, oct) if image is not None]
+        text, images = self._prompt(cfp, oct, values)
         n = len(continuations)
-        inputs = self.processor(text=[text] * n, images=[images] * n, return_tensors="pt")
+        inputs = self.processor(text=[text + prefix] * n, images=[images] * n, return_tensors="pt")
         start = inputs["input_ids"].shape[1]
         tails = [self.processor.tokenizer(c, add_special_tokens=False)["input_ids"] for c in continuations]
         if not all(tails):

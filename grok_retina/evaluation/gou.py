@@ -124,10 +124,10 @@ def evaluate_model(
     references = [s.reference for s in samples] if all(s.reference for s in samples) else None
     graded = bool(samples) and all(s.dme is not None for s in samples)
     biomarkers = [s.biomarkers for s in samples]
+    dme, dr_grades = ([s.dme for s in samples], [s.dr_grade for s in samples]) if graded else (None, None)
     base = functools.partial(
         evaluate_reports, labels=labels, references=references, biomarkers=biomarkers,
-        ids=[s.id for s in samples], judge=judge, embeddings=embeddings,
-        dme=[s.dme for s in samples] if graded else None, dr_grades=[s.dr_grade for s in samples] if graded else None,
+        ids=[s.id for s in samples], judge=judge, embeddings=embeddings, dme=dme, dr_grades=dr_grades,
     )
 
     def score(reports: list[str], modalities: frozenset[str]) -> dict[str, dict]:
@@ -150,10 +150,7 @@ def evaluate_model(
     out_dir = Path(out_dir)
     evaluation.write(out_dir)
     if graded:
-        write_baselines(
-            dr_dme_baselines(labels, [s.dme for s in samples], [s.dr_grade for s in samples], biomarkers),
-            out_dir, dataset_name, split,
-        )
+        write_baselines(dr_dme_baselines(labels, dme, dr_grades, biomarkers), out_dir, dataset_name, split)
     if ablation:
         atomic_write_text(out_dir / "ablation.json", json.dumps(result.to_dict(), indent=2, ensure_ascii=False))
         atomic_write_text(out_dir / "ablation.md", result.to_markdown() + "\n")
