@@ -40,6 +40,8 @@ from pathlib import Path
 import numpy as np
 from transformers import HfArgumentParser
 
+from grok_retina.evaluation.classification import roc_auc
+
 TARGETS = {"central_subfield_pct": 5.0, "cup_to_disc_ratio": 0.05, "dme_auc": 0.85}
 EYE_FEATURES = ("central_thickness_px", "peak_thickness_px", "fluid_share")
 MODEL_FEATURES = ("peak_thickness_px", "fluid_share")
@@ -136,13 +138,6 @@ def real_oct_row(path: str) -> dict:
             "fluid": bool(m.fluid.intraretinal or m.fluid.subretinal), "quality": m.quality}
 
 
-def auc(positive: np.ndarray, negative: np.ndarray) -> float:
-    """ROC AUC as the Mann-Whitney U statistic over n1 x n2 (ties count half)."""
-    from scipy.stats import mannwhitneyu
-
-    return float(mannwhitneyu(positive, negative).statistic / (len(positive) * len(negative)))
-
-
 @dataclass
 class LogisticModel:
     """Logistic regression on standardised features, with an L2 penalty on the weights (not the intercept)."""
@@ -208,7 +203,7 @@ def cross_validated_auc(x: np.ndarray, label: np.ndarray, patients: list[str], f
     """AUC of the pooled out-of-fold scores: median and range over ``repeats`` fold draws, and the 95% interval
     over resampled patients of the first draw's."""
     draws = [out_of_fold_scores(x, label, patients, folds, seed) for seed in range(repeats)]
-    aucs = [auc(scores[label], scores[~label]) for scores in draws]
+    aucs = [roc_auc(scores, label) for scores in draws]
     return {"folds": folds, "repeats": repeats, "eyes": len(label), "dme_eyes": int(label.sum()),
             "auc_median": round(float(np.median(aucs)), 4),
             "auc_range": [round(min(aucs), 4), round(max(aucs), 4)],
@@ -225,7 +220,7 @@ def bootstrap_interval(scores: np.ndarray, label: np.ndarray, patients: list[str
     for _ in range(n):
         index = np.concatenate([rows[names[j]] for j in rng.integers(len(names), size=len(names))])
         if 0 < label[index].sum() < len(index):
-            aucs.append(auc(scores[index][label[index]], scores[index][~label[index]]))
+            aucs.append(roc_auc(scores[index], label[index]))
     return [round(float(q), 4) for q in np.percentile(aucs, [2.5, 97.5])]
 
 
@@ -237,7 +232,7 @@ def held_out_auc(x: np.ndarray, label: np.ndarray, patients: list[str], validati
     return {
         "train_eyes": int((~is_val).sum()), "train_dme_eyes": int(label[~is_val].sum()),
         "validation_eyes": int(is_val.sum()), "validation_dme_eyes": int(y.sum()),
-        "auc": round(auc(scores[y], scores[~y]), 4),
+        "auc": round(roc_auc(scores, y), 4),
         "coefficients": model.coefficients(MODEL_FEATURES),
     }
 
@@ -272,8 +267,8 @@ def real_figures(root: str | None, num_proc: int, folds: int = 5, repeats: int =
         "eyes": len(keys), "dme_eyes": int(label.sum()), "b_scans": len(paths),
         "not_measured": sorted(Path(p).name for p, r in rows.items() if r.get("central_px") is None),
         "single_feature_auc": {
-            "all_eyes": {name: round(auc(f[label], f[~label]), 4) for name, f in features.items()},
-            "validation_eyes": {name: round(auc(f[is_val & label], f[is_val & ~label]), 4)
+            "all_eyes": {name: round(roc_auc(f, label), 4) for name, f in features.items()},
+            "validation_eyes": {name: round(roc_auc(f[is_val], label[is_val]), 4)
                                 for name, f in features.items()},
         },
         "model": {"kind": f"logistic regression on standardised features, L2 {L2} on the weights",

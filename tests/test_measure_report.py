@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from grok_retina.evaluation.classification import roc_auc
 import recipes.measure_report as report
 from recipes.measure_report import (
     LogisticModel,
-    auc,
     bootstrap_interval,
     cross_validated_auc,
     eye_features,
@@ -52,8 +52,8 @@ class SpyModel:
 
 
 def test_auc_is_the_share_of_ordered_pairs():
-    assert auc(np.array([2.0, 3.0]), np.array([1.0, 2.5])) == 0.75
-    assert auc(np.array([1.0]), np.array([1.0])) == 0.5
+    assert roc_auc(np.array([2.0, 3.0, 1.0, 2.5]), np.array([True, True, False, False])) == 0.75
+    assert roc_auc(np.array([1.0, 1.0]), np.array([True, False])) == 0.5
 
 
 def test_logistic_model_recovers_known_coefficients():
@@ -112,7 +112,7 @@ def test_a_clean_signal_gives_auc_1_held_out_and_cross_validated():
 def test_bootstrap_interval_brackets_the_auc():
     x, label, patients = eyes_of(80, seed=1)
     low, high = bootstrap_interval(x[:, 1], label, patients, n=300)
-    assert 0.0 <= low < auc(x[label, 1], x[~label, 1]) < high <= 1.0
+    assert 0.0 <= low < roc_auc(x[:, 1], label) < high <= 1.0
 
 
 def test_eye_features_average_the_measured_b_scans():
