@@ -285,10 +285,7 @@ def verify_report(
     """
     if label is not None and label not in LABELS:
         raise ValueError(f"Unknown label {label!r}; valid labels are {', '.join(LABELS)}.")
-    if label is not None:
-        check_dr_dme(label, dr_grade, dme)
-    elif dr_grade is not None and dme is None:
-        raise ValueError(f"dr_grade is {dr_grade!r} but dme is None; give the DME status ('no' or 'yes') too.")
+    check_dr_dme(label, dr_grade, dme)
     values = validate_biomarkers(biomarkers)
     text = report_text or ""
     issues = []

@@ -98,9 +98,10 @@ def dr_dme_names(dr_grade: int | str | None, dme: int | str | None) -> tuple[str
     return out[0], out[1]
 
 
-def check_dr_dme(label: str, dr_grade: str | None, dme: str | None) -> None:
+def check_dr_dme(label: str | None, dr_grade: str | None, dme: str | None) -> None:
     """Raise a ValueError naming the field when ``dr_grade`` / ``dme`` are not valid values or contradict
-    ``label`` (DiabeticRetinopathy needs a grade of NPDR/PDR or DME; Normal needs grade "0" without DME)."""
+    ``label`` when it is given (DiabeticRetinopathy needs a grade of NPDR/PDR or DME; Normal needs grade "0"
+    without DME)."""
     if dr_grade is not None and dr_grade not in DR_GRADES:
         raise ValueError(f"dr_grade {dr_grade!r} is not one of {DR_GRADES}; use None when the grade is unknown.")
     if dme is not None and dme not in DME_STATUSES:
@@ -109,6 +110,8 @@ def check_dr_dme(label: str, dr_grade: str | None, dme: str | None) -> None:
         return
     if dme is None:
         raise ValueError(f"dr_grade is {dr_grade!r} but dme is None; give the DME status ('no' or 'yes') too.")
+    if label is None:
+        return
     if dme == "yes" or dr_grade in ("NPDR", "PDR"):
         expected = "DiabeticRetinopathy"
     elif dr_grade == "0":
