@@ -145,7 +145,8 @@ def test_upload_pair_and_read_the_report(space, browser):
     _upload(browser, wait, "cfp", images["cfp"])
     _upload(browser, wait, "oct", images["oct"])
     browser.find_element(By.CSS_SELECTOR, "#grok-biomarker-inputs button").click()  # open the accordion
-    box = browser.find_element(By.CSS_SELECTOR, "#grok-biomarker-json textarea")
+    # gradio renders a closed accordion's children only once it opens: wait for the box to exist and show
+    box = wait.until(lambda d: d.find_element(By.CSS_SELECTOR, "#grok-biomarker-json textarea"))
     wait.until(lambda d: box.is_displayed())
     box.send_keys(json.dumps(biomarkers))
     browser.find_element(By.ID, "grok-submit").click()
