@@ -122,9 +122,12 @@ def run_quickstart(args: QuickstartArguments) -> dict:
     with _Stage(log, 5, "evaluation: Grounded Ophthalmic Understanding on held-out eyes", out / "eval"):
         result, _ = evaluate_model(
             pipeline, samples_from_dataset(test_sft), model_name=str(model_dir), dataset_name="grok-retina phantom",
-            split="test", out_dir=out / "eval", embeddings=False,
+            split="test", out_dir=out / "eval", embeddings=False, conditioning_rows=test_sft.select(range(min(32, len(test_sft)))),
         )
         print(result.to_markdown())
+        gap = result.sections["conditioning"]
+        print(f"Conditioning: completion loss {gap['own_loss']:.3f} nats/token with each eye's own inputs, "
+              f"{gap['other_loss']:.3f} with another eye's (gap {gap['gap']:.3f}; near 0 = the model ignores its inputs).")
 
     with _Stage(log, 6, "a report for a new CFP + OCT pair", out / "example_report.json"):
         from processing.phantom import RetinaPhantom
@@ -141,6 +144,7 @@ def run_quickstart(args: QuickstartArguments) -> dict:
         "macro_f1": diagnosis["macro_f1"],
         "chance_macro_f1": 1 / len(LABELS),
         "accuracy": diagnosis["accuracy"],
+        "conditioning": gap,
         "model": str(model_dir),
         "train_examples": len(train_sft),
     }

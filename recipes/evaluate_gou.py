@@ -34,6 +34,16 @@ class EvaluateArguments:
     dme_likelihood: bool = field(
         default=True, metadata={"help": "Graded sets: rank eyes for the DME ROC AUC by the model's likelihood of a DME "
                                         "conclusion over a no-DME one (false: by the report's parsed DME call)."})
+    conditioning_rows: int = field(
+        default=64, metadata={"help": "Stage I rows (prompt, completion, images) scored with their own and with another "
+                                      "eye's inputs for the conditioning gap; 0 turns it off."})
+
+
+def _sft_rows(dataset, n: int):
+    """The first ``n`` rows when ``dataset`` is a Stage I SFT set (prompt, completion, images), else None."""
+    if n < 2 or not {"prompt", "completion", "images"} <= set(dataset.column_names):
+        return None
+    return dataset.select(range(min(n, len(dataset))))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -52,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         pipeline, samples_from_dataset(dataset), model_name=args.model, dataset_name=args.dataset,
         split=args.split or "all", out_dir=args.out, judge=judge, ablation=args.ablation,
         batch_size=args.batch_size, embeddings=args.embeddings, dme_likelihood=args.dme_likelihood,
+        conditioning_rows=_sft_rows(dataset, args.conditioning_rows),
     )
     print(result.to_markdown())
     baselines = Path(args.out) / "baselines.md"

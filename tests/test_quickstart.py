@@ -23,7 +23,9 @@ def test_quickstart_small_end_to_end_and_resume(tmp_path, capsys):
     example = json.loads((out / "example_report.json").read_text())
     assert example["true_label"] and len(example["assessments"]) == 37
     printed = capsys.readouterr().out
-    assert "Held-out macro-F1" in printed and "=== Stage 6/6" in printed
+    assert "Held-out macro-F1" in printed and "=== Stage 6/6" in printed and "Conditioning: completion loss" in printed
+    gap = summary["conditioning"]
+    assert gap["n"] == 8 and 0 < gap["own_loss"] < 20 and gap["gap"] == pytest.approx(gap["other_loss"] - gap["own_loss"])
     weights = out / "model" / "model.safetensors"
     before = weights.stat().st_mtime_ns
     run_quickstart(args)  # resumes: every stage finds its output

@@ -16,6 +16,7 @@ from ..prompts import REPORT_SECTIONS
 from ..report_parsing import parse_dr_grade, text_before_conclusion
 from .ablation import MODALITY_SETTINGS, AblationResult, run_modality_ablation
 from .benchmark import evaluate_reports
+from .conditioning import conditioning_gap
 from .dme_dr import dr_dme_baselines
 from .judge import RubricJudge
 from .report import EvaluationResult, atomic_write_text
@@ -113,12 +114,14 @@ def evaluate_model(
     batch_size: int = 16,
     embeddings: bool = True,
     dme_likelihood: bool = True,
+    conditioning_rows: Sequence[dict] | None = None,
 ) -> tuple[EvaluationResult, AblationResult | None]:
     """Score ``pipeline`` on ``samples``; with ``ablation`` also OCT-only and CFP-only (written to ablation.*).
 
     When every sample has a DME status (a graded set), the ``dme`` and ``dr_grade`` sections are added (DME
     ROC AUC from `dme_likelihood_scores` when ``dme_likelihood``, else from the parsed call) and the trivial
-    baselines on the same eyes are written to baselines.json / baselines.md.
+    baselines on the same eyes are written to baselines.json / baselines.md. ``conditioning_rows`` (Stage I
+    SFT rows) add the ``conditioning`` section: `conditioning_gap` of the model on them.
     """
     labels = [s.label for s in samples]
     references = [s.reference for s in samples] if all(s.reference for s in samples) else None
@@ -147,6 +150,9 @@ def evaluate_model(
         config={"n": len(samples), "judge": getattr(judge, "model", None), "ablation": ablation,
                 "dme_likelihood": graded and dme_likelihood},
     )
+    if conditioning_rows is not None:
+        gap = conditioning_gap(pipeline.model, pipeline.processor, conditioning_rows, batch_size=batch_size)
+        evaluation.sections["conditioning"] = gap.to_dict()
     out_dir = Path(out_dir)
     evaluation.write(out_dir)
     if graded:

@@ -43,6 +43,9 @@ HEADLINE_KEYS: dict[str, tuple[str, str]] = {
     "grounding": ("grounding", "grounding"),
     "conclusion_consistency": ("conclusion_consistency", "conclusion consistency rate"),
     "pass_rate": ("verifier_pass_rate", "verifier pass rate"),
+    "own_loss": ("completion_loss", "completion loss with own inputs (nats/token)"),
+    "other_loss": ("completion_loss_other_inputs", "completion loss with another eye's inputs"),
+    "gap": ("conditioning_gap", "conditioning gap (0 = inputs ignored)"),
     "mae": ("mae", "MAE"),
     "rmse": ("rmse", "RMSE"),
     "r2": ("r_squared", "R²"),
@@ -55,6 +58,7 @@ SECTION_TITLES: dict[str, str] = {
     "text": "Report text",
     "rubric": "Clinical rubric (LLM judge)",
     "grounding": "Verifier (deterministic)",
+    "conditioning": "Conditioning on the inputs",
     "regression": "Biomarker regression",
 }
 
