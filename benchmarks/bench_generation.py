@@ -8,18 +8,15 @@ GROK wraps, so the same weights) gets a text prompt of the same total length. Ro
 by a few tokens and are left-padded. Greedy, ``min_new_tokens = max_new_tokens``, so both generate the same
 count. A forward hook on the (shared) LM head stamps every step: prefill = time to the first token's logits
 (GROK's includes both towers), decode tokens/s = batch x (new tokens - 1) / (last stamp - first stamp). The
-variants alternate in one process. ``grok+patch`` is GROK with the change proposed for `modeling_grok.py`
-(see `apply_proposed_patch`), applied to that instance only.
+variants alternate in one process.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import inspect
 import sys
 import time
-import types
 from pathlib import Path
 
 import torch
@@ -35,20 +32,6 @@ PAD_STEP = 3  # row i of a batch is 3 * (i % 4) tokens shorter than the longest
 # batch-8 prefill of the 135M LM within a CPU budget (decode speed barely depends on the prompt length).
 TOKENS_PER_IMAGE = {"tiny": 16, "medium": 49}
 REPEATS = {"tiny": 10, "medium": 3}
-
-
-def apply_proposed_patch(grok) -> None:
-    """The change proposed for `modeling_grok.py`, applied to this GROK instance only: a precomputed
-    ``__signature__`` on `GrokForConditionalGeneration.forward`. GROK is registered for remote code, so
-    `GenerationMixin.prepare_inputs_for_generation` runs ``inspect.signature(self.forward)`` on every decode
-    step (its ``cache_position`` check for remote-code models), which a bare LM never does. (The other decode
-    overhead, the placeholder masks, is gone from `GrokModel.forward` since 441944f.)"""
-
-    def forward(self, *args, **kwargs):
-        return type(self).forward(self, *args, **kwargs)
-
-    forward.__signature__ = inspect.signature(type(grok).forward)
-    grok.forward = types.MethodType(forward, grok)
 
 
 def prompts(preset: Preset, batch: int, pad_id: int, image_tokens: int) -> dict[str, dict[str, torch.Tensor]]:
@@ -89,14 +72,11 @@ def run_preset(name: str, batches: list[int], new_tokens: int, repeats: int | No
     preset, tokens, repeats = PRESETS[name], TOKENS_PER_IMAGE[name], repeats or REPEATS[name]
     lm = text_model(preset).eval()
     grok = build_grok(preset, lm, tokens).eval()  # wraps lm's own modules: same weights
-    patched = build_grok(preset, lm, tokens).eval()  # the same again (towers and projectors are seeded)
-    apply_proposed_patch(patched)
     pad_id = 0
-    models = {"lm": lm, "grok": grok, "grok+patch": patched}
+    models = {"lm": lm, "grok": grok}
     rows = []
     for batch in batches:
         inputs = prompts(preset, batch, pad_id, tokens)
-        inputs["grok+patch"] = inputs["grok"]
         variants = {m: (lambda m=m: generate_timed(models[m], inputs[m], new_tokens, pad_id)) for m in models}
         runs = timing.alternate(variants, repeats=repeats, warmup=1)
         prefill = {m: timing.column(r, "prefill_s") for m, r in runs.items()}
@@ -107,7 +87,6 @@ def run_preset(name: str, batches: list[int], new_tokens: int, repeats: int | No
             "prefill_s": {m: timing.summarize(v) for m, v in prefill.items()},
             "decode_tokens_per_s": {m: timing.summarize(v) for m, v in decode.items()},
             "decode_grok_over_lm": timing.ratio(decode["grok"], decode["lm"]),
-            "decode_patched_over_lm": timing.ratio(decode["grok+patch"], decode["lm"]),
             "prefill_grok_over_lm": timing.ratio(prefill["grok"], prefill["lm"]),
             "runs": runs,
         })

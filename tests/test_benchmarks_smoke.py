@@ -38,18 +38,8 @@ def test_generation_json(results):
     data = json.loads((results / "generation.json").read_text())
     assert [r["batch"] for r in data["results"]] == [1, 4]
     for row in data["results"]:
-        assert set(row["decode_tokens_per_s"]) == set(row["prefill_s"]) == {"lm", "grok", "grok+patch"}
+        assert set(row["decode_tokens_per_s"]) == set(row["prefill_s"]) == {"lm", "grok"}
         assert row["decode_grok_over_lm"]["median"] > 0
-
-
-def test_patched_grok_generates_the_same_tokens():
-    preset = bench_train_step.PRESETS["tiny"]
-    lm = bench_train_step.text_model(preset).eval()
-    grok, patched = (bench_train_step.build_grok(preset, lm).eval() for _ in range(2))
-    bench_generation.apply_proposed_patch(patched)
-    inputs = bench_generation.prompts(preset, batch=2, pad_id=0, image_tokens=16)["grok"]
-    kwargs = {"max_new_tokens": 5, "do_sample": False, "pad_token_id": 0}
-    assert torch.equal(grok.generate(**inputs, **kwargs), patched.generate(**inputs, **kwargs))
 
 
 def test_pooling_json(results):
