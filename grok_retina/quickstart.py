@@ -122,7 +122,8 @@ def run_quickstart(args: QuickstartArguments) -> dict:
     with _Stage(log, 5, "evaluation: Grounded Ophthalmic Understanding on held-out eyes", out / "eval"):
         result, _ = evaluate_model(
             pipeline, samples_from_dataset(test_sft), model_name=str(model_dir), dataset_name="grok-retina phantom",
-            split="test", out_dir=out / "eval", embeddings=False, conditioning_rows=test_sft.select(range(min(32, len(test_sft)))),
+            split="test", out_dir=out / "eval", embeddings=False,
+            conditioning_rows=test_sft.select(range(min(32, len(test_sft)))),
         )
         print(result.to_markdown())
         gap = result.sections["conditioning"]

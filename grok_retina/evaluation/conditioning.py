@@ -52,10 +52,8 @@ def conditioning_gap(model, processor, rows: Sequence[dict[str, Any]], batch_siz
     if len(rows) < 2:
         raise ValueError(f"conditioning_gap needs at least 2 rows to swap inputs between, got {len(rows)}.")
     rows = [dict(r) for r in rows]
-    shifted = [
-        {**row, "prompt": rows[(i + 1) % len(rows)]["prompt"], "images": rows[(i + 1) % len(rows)]["images"]}
-        for i, row in enumerate(rows)
-    ]
+    following = rows[1:] + rows[:1]
+    shifted = [{**row, "prompt": other["prompt"], "images": other["images"]} for row, other in zip(rows, following)]
     collator = DataCollatorForVisionLanguageModeling(processor=processor, completion_only_loss=True)
     was_training = model.training
     model.eval()
