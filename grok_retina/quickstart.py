@@ -143,7 +143,8 @@ def run_quickstart(args: QuickstartArguments) -> dict:
     summary = {
         "stages": log,
         "macro_f1": diagnosis["macro_f1"],
-        "chance_macro_f1": 1 / len(LABELS),
+        "chance_macro_f1": diagnosis["chance_macro_f1"],
+        "p_value_vs_chance": diagnosis["p_value_vs_chance"],
         "accuracy": diagnosis["accuracy"],
         "conditioning": gap,
         "model": str(model_dir),
@@ -162,7 +163,8 @@ def _print_summary(summary: dict) -> None:
     total = sum(s["seconds"] for s in summary["stages"])
     print(f"{'total':<{width}}  {total:>7.1f} s")
     print(
-        f"Held-out macro-F1 {summary['macro_f1']:.3f} (chance {summary['chance_macro_f1']:.3f}), "
+        f"Held-out macro-F1 {summary['macro_f1']:.3f} (chance for these predictions "
+        f"{summary['chance_macro_f1']:.3f}, permutation p = {summary['p_value_vs_chance']:.3f}), "
         f"accuracy {summary['accuracy']:.3f}. Load the model with "
         f"AutoModelForImageTextToText.from_pretrained({summary['model']!r}) or GrokPipeline.from_pretrained(...)."
     )

@@ -1,6 +1,7 @@
 """Diagnosis metrics on hand-made cases with hand-computed answers."""
 
 import math
+import random
 
 import pytest
 
@@ -8,6 +9,7 @@ from grok_retina.evaluation.classification import (
     binary_metrics,
     diagnosis_metrics,
     macro_f1,
+    macro_f1_vs_chance,
     per_class_metrics,
     roc_auc,
 )
@@ -103,3 +105,26 @@ def test_parse_label_respects_negation(report, label):
     from grok_retina.report_parsing import parse_label
 
     assert parse_label(report) == label
+
+
+def test_chance_level_of_perfect_constant_and_independent_predictions():
+    refs = [label for label in LABELS4 for _ in range(10)]
+    perfect = macro_f1_vs_chance(refs, refs, LABELS4)
+    assert perfect["p_value_vs_chance"] == pytest.approx(1 / 1001)  # no shuffle reaches F1 = 1
+    assert 0.15 < perfect["chance_macro_f1"] < 0.35  # about 1/4 for four balanced classes
+    constant = macro_f1_vs_chance(["A"] * len(refs), refs, LABELS4)  # one diagnosis for every eye
+    assert constant["p_value_vs_chance"] == 1.0
+    assert constant["chance_macro_f1"] == pytest.approx(macro_f1(["A"] * len(refs), refs, LABELS4))
+    rng = random.Random(1)
+    independent = [rng.choice(LABELS4) for _ in refs]
+    assert macro_f1_vs_chance(independent, refs, LABELS4)["p_value_vs_chance"] > 0.05
+    assert macro_f1_vs_chance(independent, refs, LABELS4, seed=3) == macro_f1_vs_chance(independent, refs, LABELS4, seed=3)
+
+
+def test_chance_level_is_in_diagnosis_metrics_and_unparsed_reports_never_match():
+    out = diagnosis_metrics(PREDS, REFS, LABELS4)
+    assert out["chance_macro_f1"] < out["macro_f1"] == pytest.approx(7 / 18)
+    assert 0 < out["p_value_vs_chance"] <= 1
+    assert macro_f1_vs_chance([None] * 6, REFS, LABELS4) == {"chance_macro_f1": 0.0, "p_value_vs_chance": 1.0}
+    with pytest.raises(ValueError, match="n_permutations"):
+        macro_f1_vs_chance(PREDS, REFS, LABELS4, n_permutations=0)

@@ -5,6 +5,8 @@ Conventions (the same for every label set: the GROK labels, DR grades, DME yes/n
 - A prediction of ``None`` is an *unparsed* report. It counts as a wrong prediction of an extra "none"
   class: a false negative for its reference class and a false positive for no class. It lowers recall
   and accuracy, never another class's precision.
+- Chance: the same predictions scored against randomly permuted references (`macro_f1_vs_chance`). That keeps
+  both label distributions, so a model that always writes one diagnosis scores exactly its chance level.
 - Per-class precision is 0 when a class has support but is never predicted (and recall 0 when it is
   predicted but has no support); a class that occurs in neither references nor predictions has no
   defined F1 (``None``) and is left out of the macro average. Macro-F1 is therefore the unweighted mean
@@ -13,6 +15,8 @@ Conventions (the same for every label set: the GROK labels, DR grades, DME yes/n
 
 from __future__ import annotations
 
+import random
+from collections import Counter
 from collections.abc import Hashable, Sequence
 
 from processing.labels import LABELS
@@ -67,6 +71,37 @@ def macro_f1(
     return sum(f1s) / len(f1s)
 
 
+def macro_f1_vs_chance(
+    predictions: Sequence[Hashable | None],
+    references: Sequence[Hashable],
+    labels: Sequence[Hashable],
+    n_permutations: int = 1000,
+    seed: int = 0,
+) -> dict[str, float]:
+    """Macro-F1 against chance by a permutation test: ``chance_macro_f1`` is the mean macro-F1 of the same
+    predictions against shuffled references, ``p_value_vs_chance`` the share of shuffles scoring at least the
+    observed macro-F1 (with the usual +1, so never 0)."""
+    _check(predictions, references, labels)
+    if n_permutations < 1:
+        raise ValueError(f"n_permutations must be at least 1, got {n_permutations}.")
+    predicted, support = Counter(predictions), Counter(references)
+    scored = [label for label in labels if predicted[label] or support[label]]
+    if not scored:
+        raise ValueError("macro_f1_vs_chance needs at least one reference; got an empty list.")
+
+    def score(refs: Sequence[Hashable]) -> float:
+        tp = Counter(p for p, r in zip(predictions, refs) if p == r)
+        return sum(2 * tp[label] / (predicted[label] + support[label]) for label in scored) / len(scored)
+
+    observed = score(references)
+    shuffled, rng, null = list(references), random.Random(seed), []
+    for _ in range(n_permutations):
+        rng.shuffle(shuffled)
+        null.append(score(shuffled))
+    at_least = sum(value >= observed - 1e-12 for value in null)
+    return {"chance_macro_f1": sum(null) / len(null), "p_value_vs_chance": (1 + at_least) / (1 + n_permutations)}
+
+
 def confusion_matrix(
     predictions: Sequence[Hashable | None], references: Sequence[Hashable], labels: Sequence[Hashable]
 ) -> list[list[int]]:
@@ -85,7 +120,8 @@ def diagnosis_metrics(
     """Macro-F1, accuracy, per-class metrics, confusion matrix and the unparsed count for parsed diagnoses.
 
     ``predictions`` are labels parsed from the reports (``None`` when no label could be parsed);
-    ``references`` the true labels. The confusion matrix's columns are ``labels`` then ``"none"``.
+    ``references`` the true labels. The confusion matrix's columns are ``labels`` then ``"none"``;
+    ``chance_macro_f1`` and ``p_value_vs_chance`` come from `macro_f1_vs_chance`.
     """
     per_class = per_class_metrics(predictions, references, labels)
     f1s = [row["f1"] for row in per_class.values() if row["f1"] is not None]
@@ -95,6 +131,7 @@ def diagnosis_metrics(
         "macro_f1": sum(f1s) / len(f1s) if f1s else None,
         "accuracy": sum(p == r for p, r in zip(predictions, references)) / n if n else None,
         "unparsed": sum(p is None for p in predictions),
+        **(macro_f1_vs_chance(predictions, references, labels) if n else {}),
         "per_class": {str(label): row for label, row in per_class.items()},
         "labels": [str(label) for label in labels],
         "confusion_matrix": confusion_matrix(predictions, references, labels),

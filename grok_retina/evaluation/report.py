@@ -30,6 +30,8 @@ def _snake(name: str) -> str:
 HEADLINE_KEYS: dict[str, tuple[str, str]] = {
     "macro_f1": ("f1", "macro-F1"),
     "accuracy": ("accuracy", "accuracy"),
+    "chance_macro_f1": ("chance_f1", "macro-F1 by chance (permuted references)"),
+    "p_value_vs_chance": ("p_value", "p-value of macro-F1 vs chance (permutation test)"),
     "roc_auc": ("roc_auc", "ROC AUC"),
     "f1": ("f1", "F1"),
     "bleu": ("bleu", "BLEU-4"),
