@@ -11,7 +11,7 @@ import torch
 from transformers import TextIteratorStreamer
 
 from modeling_grok import GrokForConditionalGeneration, GrokProcessor
-from modeling_grok.modeling_grok import IMAGE_INPUT_KEYS
+from modeling_grok.modeling_grok import MULTIMODAL_INPUT_KEYS
 from processing.biomarkers import validate_biomarkers
 
 from .guideline import Assessment, assess_all
@@ -98,7 +98,10 @@ class GrokPipeline:
 
     def _inputs(self, samples: list[tuple[Any, Any, dict]]) -> dict[str, torch.Tensor]:
         texts, images = zip(*(self._prompt(cfp, oct, biomarkers) for cfp, oct, biomarkers in samples))
-        inputs = self.processor(text=list(texts), images=list(images), return_tensors="pt", padding=True)
+        inputs = self.processor(
+            text=list(texts), images=list(images), biomarkers=[values for _, _, values in samples],
+            return_tensors="pt", padding=True,
+        )
         return {k: v.to(self.model.device) for k, v in inputs.items()}
 
     def report(self, text: str, biomarkers: dict, source: dict[str, str] | None = None, label: str | None = None) -> GrokReport:
@@ -154,7 +157,7 @@ class GrokPipeline:
         values, _ = self._biomarkers(cfp, oct, biomarkers, measure, acquisition)
         text, images = self._prompt(cfp, oct, values)
         n = len(continuations)
-        inputs = self.processor(text=[text + prefix] * n, images=[images] * n, return_tensors="pt")
+        inputs = self.processor(text=[text + prefix] * n, images=[images] * n, biomarkers=[values] * n, return_tensors="pt")
         start = inputs["input_ids"].shape[1]
         tails = [self.processor.tokenizer(c, add_special_tokens=False)["input_ids"] for c in continuations]
         if not all(tails):
@@ -167,7 +170,7 @@ class GrokPipeline:
             ids[row, :start] = inputs["input_ids"][row]
             ids[row, start : start + len(tail)] = torch.tensor(tail)
             mask[row, : start + len(tail)] = 1
-        model_inputs = {k: v for k, v in inputs.items() if k in IMAGE_INPUT_KEYS}
+        model_inputs = {k: v for k, v in inputs.items() if k in MULTIMODAL_INPUT_KEYS}
         model_inputs.update(input_ids=ids, attention_mask=mask)
         logits = self.model(**{k: v.to(self.model.device) for k, v in model_inputs.items()}).logits.float()
         logprobs = torch.log_softmax(logits[:, start - 1 : -1], dim=-1)

@@ -48,15 +48,16 @@ def _text(text: str) -> dict[str, str]:
 def build_student_messages(
     biomarkers: Mapping[str, object] | None, has_cfp: bool, has_oct: bool, question: str | None = None
 ) -> list[dict[str, Any]]:
-    """System + user chat messages for GROK: image placeholders for the present modalities (CFP first),
-    then the biomarker block and the instruction (or ``question``). Every content is a list of blocks, the
-    TRL multimodal format; the processor's chat template turns ``{"type": "image", "modality": ...}`` into
-    image tokens."""
+    """System + user chat messages for GROK: image placeholders for the present modalities (CFP first), the
+    biomarker placeholder, then the biomarker block and the instruction (or ``question``). Every content is a list
+    of blocks, the TRL multimodal format; the processor's chat template turns ``{"type": "image", "modality": ...}``
+    into image tokens and ``{"type": "biomarkers"}`` into the biomarker tokens of a model that has them (none
+    otherwise)."""
     images = [{"type": "image", "modality": m} for m, present in (("cfp", has_cfp), ("oct", has_oct)) if present]
     body = f"Quantitative biomarkers:\n{format_biomarkers(biomarkers)}\n\n{question or STUDENT_INSTRUCTION}"
     return [
         {"role": "system", "content": [_text(STUDENT_SYSTEM_PROMPT)]},
-        {"role": "user", "content": [*images, _text(body)]},
+        {"role": "user", "content": [*images, {"type": "biomarkers"}, _text(body)]},
     ]
 
 

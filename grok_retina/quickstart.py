@@ -22,7 +22,10 @@ class QuickstartArguments:
     n_test: int = field(default=96, metadata={"help": "Held-out phantom eyes (other patients) for evaluation."})
     seed: int = field(default=0)
     align_epochs: int = field(default=8, metadata={"help": "Stage II epochs (tiny tower)."})
-    sft_epochs: float = field(default=3.0, metadata={"help": "Stage III epochs (tiny backbone)."})
+    sft_epochs: float = field(default=6.0, metadata={"help": "Stage III epochs (tiny backbone)."})
+    biomarker_tokens: int = field(
+        default=16, metadata={"help": "LM tokens projected from the biomarker vector (0: biomarkers as prompt text only)."}
+    )
     max_new_tokens: int = field(default=320, metadata={"help": "Report length limit at evaluation."})
     fresh: bool = field(default=False, metadata={"help": "Delete output_dir first instead of resuming."})
 
@@ -101,13 +104,14 @@ def run_quickstart(args: QuickstartArguments) -> dict:
     with _Stage(log, 4, "Stage III: SFT of the tiny backbone (TRL SFTTrainer)", model_dir):
         if not (model_dir / "config.json").is_file():
             training = GrokSFTConfig(
-                output_dir=str(out / "sft"), num_train_epochs=args.sft_epochs, per_device_train_batch_size=8,
+                output_dir=str(out / "sft"), num_train_epochs=args.sft_epochs, per_device_train_batch_size=4,
                 learning_rate=2e-3, projector_lr=2e-3, lr_scheduler_type="cosine", warmup_steps=0.03,
-                logging_steps=20, save_strategy="epoch", save_total_limit=1, report_to=[], use_cpu=True,
+                logging_steps=20, save_strategy="epoch", save_total_limit=1, report_to=[], use_cpu=True, bf16=False,
                 max_length=None, dataloader_num_workers=0, seed=args.seed,
             )
             components = GrokComponentArguments(
                 text_model="tiny", towers="tiny", tokens_per_image=16, tiny_vocab_size=4096,
+                biomarker_tokens=args.biomarker_tokens,
                 oct_encoder=str(align_dir / "oct_tower"),
                 merged_output_dir=str(model_dir),
             )

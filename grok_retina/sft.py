@@ -14,8 +14,10 @@ from transformers import AutoTokenizer, TrainerCallback
 from trl import ModelConfig, ScriptArguments
 
 from modeling_grok import GrokForConditionalGeneration, GrokProcessor
+from modeling_grok.configuration_aligner import schema_normalisation
 from modeling_grok.configuration_grok import VIT_LARGE_PATCH16_224, VIT_TINY_TEST
 from modeling_grok.modeling_aligner import OCT_TOWER_CONFIG
+from processing.biomarkers import BIOMARKER_NAMES
 
 from .smollm2 import smollm2_gguf
 from .tiny_backbone import tiny_text_model, train_tokenizer
@@ -42,9 +44,23 @@ class GrokComponentArguments:
     )
     tokens_per_image: int | None = field(default=None, metadata={"help": "Pool each image to this many tokens."})
     projector_type: str = field(default="mlp2x_gelu")
+    biomarker_tokens: int = field(
+        default=0,
+        metadata={"help": "Feed the biomarker vector to the LM as this many projected tokens besides the prompt text "
+                          "(0: text only, the paper's model)."},
+    )
     tiny_vocab_size: int = field(default=2048, metadata={"help": "Tokenizer size for text_model='tiny'."})
     merged_output_dir: str | None = field(default=None, metadata={"help": "Final model folder (default OUTPUT/final)."})
     write_rank_checksums: bool = field(default=False, metadata={"help": "Each rank writes a checksum of its weights."})
+
+
+def biomarker_token_config(num_tokens: int) -> dict:
+    """`GrokConfig` kwargs for ``num_tokens`` biomarker tokens over the schema's 37 biomarkers ({} for none)."""
+    if not num_tokens:
+        return {}
+    center, scale = schema_normalisation(list(BIOMARKER_NAMES))
+    return {"num_biomarker_tokens": num_tokens, "biomarker_names": list(BIOMARKER_NAMES),
+            "biomarker_center": center, "biomarker_scale": scale}
 
 
 def load_sft_dataset(script_args: ScriptArguments) -> DatasetDict:
@@ -90,6 +106,7 @@ def build_model_and_processor(
         "oct_vision_config": oct_tower,
         "tokens_per_image": components.tokens_per_image,
         "projector_type": components.projector_type,
+        **biomarker_token_config(components.biomarker_tokens),
     }
     text_kwargs: dict = {"dtype": model_args.dtype} if model_args.dtype not in (None, "auto") else {}
     if components.text_model == "tiny":
@@ -178,4 +195,6 @@ def run_sft(
 
 
 
-__all__ = ["GrokComponentArguments", "build_model_and_processor", "load_sft_dataset", "run_sft", "save_merged"]
+__all__ = [
+    "GrokComponentArguments", "biomarker_token_config", "build_model_and_processor", "load_sft_dataset", "run_sft", "save_merged",
+]

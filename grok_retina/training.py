@@ -1,15 +1,19 @@
-"""Stage III training pieces: the SFT config with a projector learning rate, LoRA targets, and the trainer."""
+"""Stage III training pieces: the SFT config with a projector learning rate, LoRA targets, the collator and
+the trainer."""
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+from typing import Any
 
+import torch
 from peft import LoraConfig
 from torch import nn
 from trl import SFTConfig, SFTTrainer
+from trl.trainer.sft_trainer import DataCollatorForVisionLanguageModeling
 
-PROJECTOR_MODULES = ("cfp_projector", "oct_projector")
+PROJECTOR_MODULES = ("cfp_projector", "oct_projector", "biomarker_projector")
 
 
 @dataclass
@@ -39,13 +43,43 @@ def grok_lora_config(model: nn.Module, r: int = 128, alpha: int = 256, dropout: 
         lora_alpha=alpha,
         lora_dropout=dropout,
         target_modules=language_model_linear_targets(model),
-        modules_to_save=list(PROJECTOR_MODULES),
+        modules_to_save=[name for name in PROJECTOR_MODULES if getattr(model.model, name, None) is not None],
         task_type="CAUSAL_LM",
     )
 
 
+@dataclass
+class GrokDataCollator(DataCollatorForVisionLanguageModeling):
+    """TRL's vision-language collator plus ``biomarker_values`` from each row's ``biomarkers`` column, for a
+    processor whose model has biomarker tokens (``biomarker_num_tokens`` > 0)."""
+
+    def torch_call(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
+        biomarkers = [example.pop("biomarkers", None) for example in examples]
+        batch = super().torch_call(examples)
+        if getattr(self.processor, "biomarker_num_tokens", 0):
+            if any(values is None for values in biomarkers):
+                raise ValueError(
+                    "This model reads the biomarker vector (num_biomarker_tokens > 0): every row needs a 'biomarkers' "
+                    "column (a mapping of schema names to values), as `grok-retina instruct` writes."
+                )
+            batch["biomarker_values"] = torch.tensor(self.processor.biomarker_values(biomarkers), dtype=torch.float32)
+        return batch
+
+
 class GrokSFTTrainer(SFTTrainer):
-    """`SFTTrainer` whose optimizer gives the projectors their own learning rate; towers stay frozen."""
+    """`SFTTrainer` whose optimizer gives the projectors their own learning rate (towers stay frozen) and whose
+    collator passes each row's biomarker vector to models with biomarker tokens."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if type(self.data_collator) is DataCollatorForVisionLanguageModeling:  # TRL's default for image datasets
+            collator = self.data_collator
+            self.data_collator = GrokDataCollator(**{f.name: getattr(collator, f.name) for f in fields(collator)})
+
+    def _set_signature_columns_if_needed(self):
+        super()._set_signature_columns_if_needed()
+        if "biomarkers" not in self._signature_columns:
+            self._signature_columns = [*self._signature_columns, "biomarkers"]
 
     def create_optimizer(self, *args, **kwargs):
         projector_lr = getattr(self.args, "projector_lr", None)

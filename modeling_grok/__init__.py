@@ -14,7 +14,7 @@ from .configuration_grok import GrokConfig
 from .image_processing_grok import GrokCFPImageProcessor, GrokOCTImageProcessor
 from .modeling_aligner import GrokAligner
 from .modeling_grok import GrokForConditionalGeneration, GrokModel, GrokPreTrainedModel
-from .processing_grok import GrokProcessor, add_image_tokens
+from .processing_grok import GrokProcessor, add_placeholder_tokens
 
 AutoConfig.register("grok", GrokConfig, exist_ok=True)
 AutoModel.register(GrokConfig, GrokModel, exist_ok=True)
@@ -39,6 +39,6 @@ __all__ = [
     "GrokOCTImageProcessor",
     "GrokPreTrainedModel",
     "GrokProcessor",
-    "add_image_tokens",
+    "add_placeholder_tokens",
     "load_vision_tower_state_dict",
 ]

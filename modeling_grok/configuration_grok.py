@@ -76,6 +76,14 @@ class GrokConfig(PretrainedConfig):
             `None` keeps every token.
         cfp_token_id / oct_token_id: ids of the placeholder tokens the processor expands per image.
         oct_volume_reduction: how the slices of one OCT volume are combined (`"mean"` of their tokens).
+        num_biomarker_tokens: `0` (the paper's model) reads the biomarkers only as prompt text; `k > 0` also feeds
+            the biomarker vector, normalised and with a learned value for missing entries, through an `mlp2x_gelu`
+            projector into `k` LM tokens at the `<biomarkers>` placeholder.
+        biomarker_names / biomarker_center / biomarker_scale: that vector's entries in order and their
+            normalisation ``(x - center) / scale``, required with biomarker tokens
+            (`grok_retina.sft.biomarker_token_config` gives the schema's 37, centred on the middle of each normal
+            range, scaled by a quarter of its width); stored so a saved model is self-describing.
+        biomarker_token_id: id of the `<biomarkers>` placeholder token.
     """
 
     model_type = "grok"
@@ -93,6 +101,11 @@ class GrokConfig(PretrainedConfig):
     cfp_token_id: int = 0
     oct_token_id: int = 1
     oct_volume_reduction: Literal["mean"] = "mean"
+    num_biomarker_tokens: int = 0
+    biomarker_names: list[str] | None = None
+    biomarker_center: list[float] | None = None
+    biomarker_scale: list[float] | None = None
+    biomarker_token_id: int = 2
     initializer_range: float = 0.02
     tie_word_embeddings: bool = False
 
@@ -117,6 +130,17 @@ class GrokConfig(PretrainedConfig):
                         f"tokens_per_image={self.tokens_per_image} must be a square number no larger than the "
                         f"{modality} tower's {grid}x{grid} patch grid (e.g. {grid * grid}, {(grid // 2) ** 2})."
                     )
+        if self.num_biomarker_tokens < 0:
+            raise ValueError(f"num_biomarker_tokens must be 0 (biomarkers as text only) or more, got {self.num_biomarker_tokens}.")
+        if self.num_biomarker_tokens:
+            vectors = (self.biomarker_names, self.biomarker_center, self.biomarker_scale)
+            if any(v is None for v in vectors) or not len(vectors[0]) == len(vectors[1]) == len(vectors[2]) > 0:
+                raise ValueError(
+                    "num_biomarker_tokens > 0 needs biomarker_names, biomarker_center and biomarker_scale, one value "
+                    "per biomarker; grok_retina.sft.biomarker_token_config(k) gives the schema's."
+                )
+            if min(self.biomarker_scale) <= 0:
+                raise ValueError("biomarker_scale must be positive for every biomarker (a typical SD of each).")
         if not self.tie_word_embeddings and getattr(self.text_config, "tie_word_embeddings", False):
             self.tie_word_embeddings = True
 
@@ -141,8 +165,9 @@ class GrokConfig(PretrainedConfig):
         prefix = 0 if self.vision_feature_select_strategy == "patch" else 1
         return grid * grid + prefix
 
-    def token_id(self, modality: str) -> int:
-        return self.cfp_token_id if modality == "cfp" else self.oct_token_id
+    def token_id(self, kind: str) -> int:
+        """The placeholder token id of ``kind``: an image modality (``"cfp"``, ``"oct"``) or ``"biomarkers"``."""
+        return {"cfp": self.cfp_token_id, "oct": self.oct_token_id, "biomarkers": self.biomarker_token_id}[kind]
 
     @classmethod
     def paper(cls, **kwargs) -> "GrokConfig":

@@ -17,15 +17,18 @@ from transformers.modeling_outputs import BaseModelOutputWithPast, ModelOutput
 
 from .configuration_grok import MODALITIES, GrokConfig
 
-IMAGE_INPUT_KEYS = ("pixel_values_cfp", "pixel_values_oct", "oct_slices_per_image")
+# Inputs the first (prefill) step consumes; decode steps read them from the KV cache.
+MULTIMODAL_INPUT_KEYS = ("pixel_values_cfp", "pixel_values_oct", "oct_slices_per_image", "biomarker_values")
+PLACEHOLDER_KINDS = (*MODALITIES, "biomarkers")
 
 
 @dataclass
 class GrokModelOutputWithPast(BaseModelOutputWithPast):
-    """`BaseModelOutputWithPast` plus the projected image features of each modality."""
+    """`BaseModelOutputWithPast` plus the projected features of each image modality and of the biomarkers."""
 
     cfp_hidden_states: torch.FloatTensor | None = None
     oct_hidden_states: torch.FloatTensor | None = None
+    biomarker_hidden_states: torch.FloatTensor | None = None
 
 
 @dataclass
@@ -37,6 +40,7 @@ class GrokCausalLMOutputWithPast(ModelOutput):
     attentions: tuple[torch.FloatTensor, ...] | None = None
     cfp_hidden_states: torch.FloatTensor | None = None
     oct_hidden_states: torch.FloatTensor | None = None
+    biomarker_hidden_states: torch.FloatTensor | None = None
 
 
 class GrokVisionTower(nn.Module):
@@ -94,6 +98,37 @@ class GrokMultiModalProjector(nn.Module):
         return hidden_states
 
 
+class GrokBiomarkerProjector(nn.Module):
+    """The biomarker vector as ``num_biomarker_tokens`` LM tokens: normalised, a learned value in missing entries,
+    the missing mask appended, then `mlp2x_gelu` whose first layer fans out to one hidden vector per token."""
+
+    def __init__(self, config: GrokConfig):
+        super().__init__()
+        count, hidden = len(config.biomarker_names), config.text_config.hidden_size
+        self.num_tokens = config.num_biomarker_tokens
+        self.register_buffer("center", torch.tensor(config.biomarker_center, dtype=torch.float32), persistent=False)
+        self.register_buffer("scale", torch.tensor(config.biomarker_scale, dtype=torch.float32), persistent=False)
+        self.missing_value = nn.Parameter(torch.zeros(count))
+        self.linear_1 = nn.Linear(2 * count, self.num_tokens * hidden, bias=config.projector_bias)
+        self.act = nn.GELU()
+        self.linear_2 = nn.Linear(hidden, hidden, bias=config.projector_bias)
+
+    def forward(self, biomarker_values: torch.Tensor) -> torch.Tensor:
+        """``biomarker_values`` (batch, len(biomarker_names)) in schema units, NaN where missing ->
+        (batch, num_biomarker_tokens, hidden)."""
+        if biomarker_values.ndim != 2 or biomarker_values.shape[1] != self.center.shape[0]:
+            raise ValueError(
+                f"biomarker_values must have shape (batch, {self.center.shape[0]}), one column per entry of "
+                f"config.biomarker_names, got {tuple(biomarker_values.shape)}; build it with GrokProcessor(biomarkers=...)."
+            )
+        values = biomarker_values.to(self.linear_1.weight.dtype)
+        present = torch.isfinite(values)
+        normalised = (torch.nan_to_num(values, nan=0.0) - self.center.to(values.dtype)) / self.scale.to(values.dtype)
+        filled = torch.where(present, normalised, self.missing_value.to(values.dtype))
+        tokens = self.linear_1(torch.cat([filled, (~present).to(values.dtype)], dim=-1))
+        return self.linear_2(self.act(tokens.view(values.shape[0], self.num_tokens, -1)))
+
+
 class GrokPreTrainedModel(PreTrainedModel):
     config: GrokConfig
     config_class = GrokConfig
@@ -110,10 +145,15 @@ class GrokPreTrainedModel(PreTrainedModel):
     def _init_weights(self, module):
         super()._init_weights(module)
         init_vit_tokens(module)
+        if isinstance(module, GrokBiomarkerProjector):
+            init.zeros_(module.missing_value)
+            init.copy_(module.center, torch.tensor(self.config.biomarker_center))
+            init.copy_(module.scale, torch.tensor(self.config.biomarker_scale))
 
 
 class GrokModel(GrokPreTrainedModel):
-    """The two towers, the two projectors and the language model (no LM head); returns `last_hidden_state`."""
+    """The two towers, their projectors, the biomarker projector (when ``num_biomarker_tokens`` > 0) and the
+    language model (no LM head); returns `last_hidden_state`."""
 
     def __init__(self, config: GrokConfig):
         super().__init__(config)
@@ -126,6 +166,7 @@ class GrokModel(GrokPreTrainedModel):
         self.oct_projector = GrokMultiModalProjector(
             self.oct_tower.embed_dim, hidden, config.projector_type, config.projector_bias
         )
+        self.biomarker_projector = GrokBiomarkerProjector(config) if config.num_biomarker_tokens else None
         self.language_model = AutoModel.from_config(config.text_config)
         self.post_init()
 
@@ -186,11 +227,22 @@ class GrokModel(GrokPreTrainedModel):
             features["oct"] = projected
         return features
 
+    def get_biomarker_features(self, biomarker_values: torch.Tensor | None) -> torch.Tensor | None:
+        """(batch, num_biomarker_tokens, hidden) projected biomarker tokens, or None without values."""
+        if biomarker_values is None:
+            return None
+        if self.biomarker_projector is None:
+            raise ValueError(
+                "biomarker_values were given but this model has no biomarker projector (config.num_biomarker_tokens "
+                "is 0): its biomarkers are read from the prompt text only; leave biomarker_values out."
+            )
+        return self.biomarker_projector(biomarker_values)
+
     def get_placeholder_mask(
-        self, modality: str, input_ids: torch.LongTensor | None, inputs_embeds: torch.Tensor
+        self, kind: str, input_ids: torch.LongTensor | None, inputs_embeds: torch.Tensor
     ) -> torch.BoolTensor:
-        """Positions of ``modality``'s placeholder tokens, from ids or (without ids) from their embedding."""
-        token_id = self.config.token_id(modality)
+        """Positions of ``kind``'s placeholder tokens, from ids or (without ids) from their embedding."""
+        token_id = self.config.token_id(kind)
         if input_ids is not None:
             return input_ids == token_id
         placeholder = self.get_input_embeddings()(torch.tensor(token_id, device=inputs_embeds.device))
@@ -202,6 +254,7 @@ class GrokModel(GrokPreTrainedModel):
         pixel_values_cfp: torch.Tensor | None = None,
         pixel_values_oct: torch.Tensor | None = None,
         oct_slices_per_image: torch.Tensor | None = None,
+        biomarker_values: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.LongTensor | None = None,
         past_key_values: Cache | None = None,
@@ -213,24 +266,20 @@ class GrokModel(GrokPreTrainedModel):
         if inputs_embeds is None:
             inputs_embeds = self.get_input_embeddings()(input_ids)
         features = self.get_image_features(pixel_values_cfp, pixel_values_oct, oct_slices_per_image)
+        features["biomarkers"] = self.get_biomarker_features(biomarker_values)
         prefill = past_key_values is None or past_key_values.get_seq_length() == 0
-        has_images = features["cfp"] is not None or features["oct"] is not None
-        for modality in MODALITIES if prefill or has_images else ():  # decode steps carry no images
-            mask = self.get_placeholder_mask(modality, input_ids, inputs_embeds)
-            image_features = features[modality]
-            n_tokens, per_image = int(mask.sum()), self.config.num_image_tokens(modality)
-            n_features = 0 if image_features is None else image_features.shape[0] * image_features.shape[1]
+        has_inputs = any(value is not None for value in features.values())
+        kinds = PLACEHOLDER_KINDS if self.biomarker_projector is not None else MODALITIES
+        for kind in kinds if prefill or has_inputs else ():  # decode steps carry no images or biomarkers
+            mask = self.get_placeholder_mask(kind, input_ids, inputs_embeds)
+            kind_features = features[kind]
+            n_tokens = int(mask.sum())
+            n_features = 0 if kind_features is None else kind_features.shape[0] * kind_features.shape[1]
             if n_tokens != n_features:
-                n_images = 0 if image_features is None else image_features.shape[0]
-                raise ValueError(
-                    f"{modality.upper()} placeholders and images do not match: the text has {n_tokens} "
-                    f"{modality} placeholder tokens ({n_tokens / per_image:g} images of {per_image} tokens) but "
-                    f"{n_images} {modality.upper()} images were given. Put one {{'type': 'image', 'modality': "
-                    f"'{modality}'}} item in the messages per image, and build inputs with GrokProcessor."
-                )
-            if image_features is not None:
-                image_features = image_features.to(inputs_embeds.device, inputs_embeds.dtype)
-                inputs_embeds = inputs_embeds.masked_scatter(mask.unsqueeze(-1), image_features)
+                raise ValueError(self._placeholder_mismatch(kind, n_tokens, kind_features))
+            if kind_features is not None:
+                kind_features = kind_features.to(inputs_embeds.device, inputs_embeds.dtype)
+                inputs_embeds = inputs_embeds.masked_scatter(mask.unsqueeze(-1), kind_features)
         outputs = self.language_model(
             attention_mask=attention_mask,
             position_ids=position_ids,
@@ -245,6 +294,25 @@ class GrokModel(GrokPreTrainedModel):
             attentions=outputs.attentions,
             cfp_hidden_states=features["cfp"],
             oct_hidden_states=features["oct"],
+            biomarker_hidden_states=features["biomarkers"],
+        )
+
+    def _placeholder_mismatch(self, kind: str, n_tokens: int, features: torch.Tensor | None) -> str:
+        given = 0 if features is None else features.shape[0]
+        if kind == "biomarkers":
+            per_sample = self.config.num_biomarker_tokens
+            return (
+                f"Biomarker placeholders and values do not match: the text has {n_tokens} <biomarkers> tokens "
+                f"({n_tokens / per_sample:g} samples of {per_sample} tokens) but biomarker_values has {given} rows. "
+                "Put one {'type': 'biomarkers'} item in each sample's messages (build_student_messages does) and pass "
+                "the values with GrokProcessor(biomarkers=...) or GrokDataCollator."
+            )
+        per_image = self.config.num_image_tokens(kind)
+        return (
+            f"{kind.upper()} placeholders and images do not match: the text has {n_tokens} "
+            f"{kind} placeholder tokens ({n_tokens / per_image:g} images of {per_image} tokens) but "
+            f"{given} {kind.upper()} images were given. Put one {{'type': 'image', 'modality': "
+            f"'{kind}'}} item in the messages per image, and build inputs with GrokProcessor."
         )
 
 
@@ -296,14 +364,15 @@ class GrokForConditionalGeneration(GrokPreTrainedModel, GenerationMixin):
 
         Each component is a Hub id or a local path (``text_model_kwargs`` go to
         `AutoModelForCausalLM.from_pretrained`, e.g. ``gguf_file=``); a tower left as None stays randomly
-        initialised. The projectors are new. The placeholder tokens are added to the text model's tokenizer
+        initialised. The projectors (and the biomarker projector, with ``num_biomarker_tokens=k``) are new. The
+        placeholder tokens are added to the text model's tokenizer
         (or ``tokenizer``) and the embeddings resized; build the matching processor with
         ``GrokProcessor.from_config(tokenizer, model.config)``.
         """
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         from .component_loading import load_vision_tower_state_dict
-        from .processing_grok import add_image_tokens
+        from .processing_grok import add_placeholder_tokens
 
         text_model_kwargs = dict(text_model_kwargs or {})
         if isinstance(text_model, PreTrainedModel):
@@ -315,9 +384,10 @@ class GrokForConditionalGeneration(GrokPreTrainedModel, GenerationMixin):
                 tokenizer = AutoTokenizer.from_pretrained(text_model, **gguf)
         if tokenizer is None:
             raise ValueError("Pass tokenizer= when text_model is an already loaded model.")
-        cfp_token_id, oct_token_id = add_image_tokens(tokenizer)
+        cfp_token_id, oct_token_id, biomarker_token_id = add_placeholder_tokens(tokenizer)
         config = GrokConfig(
-            text_config=causal_lm.config, cfp_token_id=cfp_token_id, oct_token_id=oct_token_id, **config_kwargs
+            text_config=causal_lm.config, cfp_token_id=cfp_token_id, oct_token_id=oct_token_id,
+            biomarker_token_id=biomarker_token_id, **config_kwargs
         )
         with torch.device("meta"):
             model = cls(config)
@@ -335,6 +405,9 @@ class GrokForConditionalGeneration(GrokPreTrainedModel, GenerationMixin):
             projector.apply(model._init_weights)
             setattr(model.model, f"{modality}_tower", tower)
             setattr(model.model, f"{modality}_projector", projector)
+        if config.num_biomarker_tokens:
+            model.model.biomarker_projector = GrokBiomarkerProjector(config)
+            model.model.biomarker_projector.apply(model._init_weights)
         model.resize_token_embeddings(len(tokenizer))
         if config.tie_word_embeddings:
             model.tie_weights()
@@ -355,6 +428,7 @@ class GrokForConditionalGeneration(GrokPreTrainedModel, GenerationMixin):
         pixel_values_cfp: torch.Tensor | None = None,
         pixel_values_oct: torch.Tensor | None = None,
         oct_slices_per_image: torch.Tensor | None = None,
+        biomarker_values: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.LongTensor | None = None,
         past_key_values: Cache | None = None,
@@ -368,6 +442,7 @@ class GrokForConditionalGeneration(GrokPreTrainedModel, GenerationMixin):
             pixel_values_cfp=pixel_values_cfp,
             pixel_values_oct=pixel_values_oct,
             oct_slices_per_image=oct_slices_per_image,
+            biomarker_values=biomarker_values,
             attention_mask=attention_mask,
             position_ids=position_ids,
             past_key_values=past_key_values,
@@ -379,9 +454,9 @@ class GrokForConditionalGeneration(GrokPreTrainedModel, GenerationMixin):
         logits = self.lm_head(hidden_states[:, slice_indices, :])
         loss = None
         if labels is not None:
-            if input_ids is not None:  # image positions never carry a target
-                placeholders = (input_ids == self.config.cfp_token_id) | (input_ids == self.config.oct_token_id)
-                labels = labels.masked_fill(placeholders, -100)
+            if input_ids is not None:  # image and biomarker positions never carry a target
+                placeholder_ids = torch.tensor([self.config.token_id(kind) for kind in PLACEHOLDER_KINDS], device=input_ids.device)
+                labels = labels.masked_fill(torch.isin(input_ids, placeholder_ids), -100)
             loss = self.loss_function(
                 logits=logits, labels=labels, vocab_size=self.config.text_config.vocab_size, **kwargs
             )
@@ -393,13 +468,14 @@ class GrokForConditionalGeneration(GrokPreTrainedModel, GenerationMixin):
             attentions=outputs.attentions,
             cfp_hidden_states=outputs.cfp_hidden_states,
             oct_hidden_states=outputs.oct_hidden_states,
+            biomarker_hidden_states=outputs.biomarker_hidden_states,
         )
 
     def prepare_inputs_for_generation(self, *args, is_first_iteration: bool | None = False, **kwargs):
-        """Images are encoded on the first step only; later steps read them from the KV cache."""
+        """Images and biomarkers are encoded on the first step only; later steps read them from the KV cache."""
         model_inputs = super().prepare_inputs_for_generation(*args, is_first_iteration=is_first_iteration, **kwargs)
         if not is_first_iteration and kwargs.get("use_cache", True):
-            for key in IMAGE_INPUT_KEYS:
+            for key in MULTIMODAL_INPUT_KEYS:
                 model_inputs.pop(key, None)
         return model_inputs
 

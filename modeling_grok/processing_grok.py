@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import re
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from transformers import AutoTokenizer
@@ -14,10 +16,14 @@ from .image_processing_grok import GrokCFPImageProcessor, GrokOCTImageProcessor
 
 CFP_TOKEN = "<cfp_image>"
 OCT_TOKEN = "<oct_image>"
+BIOMARKER_TOKEN = "<biomarkers>"
 
 
-def default_chat_template(cfp_token: str = CFP_TOKEN, oct_token: str = OCT_TOKEN) -> str:
-    """ChatML in which ``{"type": "image", "modality": "cfp" | "oct"}`` renders that modality's placeholder.
+def default_chat_template(
+    cfp_token: str = CFP_TOKEN, oct_token: str = OCT_TOKEN, biomarker_token: str = BIOMARKER_TOKEN
+) -> str:
+    """ChatML in which ``{"type": "image", "modality": "cfp" | "oct"}`` renders that modality's placeholder and
+    ``{"type": "biomarkers"}`` the biomarker placeholder.
 
     Assistant turns sit in ``{% generation %}`` blocks, so TRL's ``assistant_only_loss`` works.
     """
@@ -37,6 +43,7 @@ def default_chat_template(cfp_token: str = CFP_TOKEN, oct_token: str = OCT_TOKEN
         f"{{%- if item['modality'] == 'cfp' -%}}{{{{- '{cfp_token}' -}}}}"
         f"{{%- elif item['modality'] == 'oct' -%}}{{{{- '{oct_token}' -}}}}"
         "{%- else -%}{{- raise_exception(\"Each image item needs 'modality': 'cfp' or 'oct'.\") -}}{%- endif -%}"
+        f"{{%- elif item['type'] == 'biomarkers' -%}}{{{{- '{biomarker_token}' -}}}}"
         "{%- elif item['type'] == 'text' -%}{{- item['text'] -}}{%- endif -%}"
         "{%- endfor -%}{%- endif -%}"
         "{{- '<|im_end|>\\n' -}}"
@@ -46,24 +53,32 @@ def default_chat_template(cfp_token: str = CFP_TOKEN, oct_token: str = OCT_TOKEN
     )
 
 
-def add_image_tokens(tokenizer, cfp_token: str = CFP_TOKEN, oct_token: str = OCT_TOKEN) -> tuple[int, int]:
-    """Add the two placeholder tokens as special tokens (idempotent); returns their ids."""
-    missing = [t for t in (cfp_token, oct_token) if t not in tokenizer.get_vocab()]
+def add_placeholder_tokens(
+    tokenizer, cfp_token: str = CFP_TOKEN, oct_token: str = OCT_TOKEN, biomarker_token: str = BIOMARKER_TOKEN
+) -> tuple[int, int, int]:
+    """Add the CFP, OCT and biomarker placeholders as special tokens (idempotent); returns their ids."""
+    tokens = (cfp_token, oct_token, biomarker_token)
+    missing = [t for t in tokens if t not in tokenizer.get_vocab()]
     if missing:
         tokenizer.add_special_tokens({"additional_special_tokens": missing}, replace_extra_special_tokens=False)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    return tokenizer.convert_tokens_to_ids(cfp_token), tokenizer.convert_tokens_to_ids(oct_token)
+    cfp_id, oct_id, biomarker_id = (tokenizer.convert_tokens_to_ids(t) for t in tokens)
+    return cfp_id, oct_id, biomarker_id
 
 
 class GrokProcessor(ProcessorMixin):
     r"""Tokenizer + CFP and OCT image processors.
 
-    ``processor(text=..., images=...)`` finds the placeholders in each text, gives the k-th image of a sample to
-    the image processor of the k-th placeholder's modality, expands each placeholder to the model's number of
-    tokens per image, and returns ``input_ids``, ``attention_mask``, ``pixel_values_cfp``, ``pixel_values_oct``
-    and ``oct_slices_per_image``. ``images`` is one list per text (or one flat list for a single text); an OCT
-    volume is one entry holding a list of B-scans (or a (slices, H, W) array).
+    ``processor(text=..., images=..., biomarkers=...)`` finds the placeholders in each text, gives the k-th image
+    of a sample to the image processor of the k-th placeholder's modality, expands each placeholder to the model's
+    number of tokens per image, and returns ``input_ids``, ``attention_mask``, ``pixel_values_cfp``,
+    ``pixel_values_oct`` and ``oct_slices_per_image``. ``images`` is one list per text (or one flat list for a
+    single text); an OCT volume is one entry holding a list of B-scans (or a (slices, H, W) array).
+
+    The ``<biomarkers>`` placeholder expands to ``biomarker_num_tokens`` tokens (none for a model that reads
+    biomarkers as text only); ``biomarkers`` (one mapping per text) then becomes ``biomarker_values``, one row per
+    text in the order of ``biomarker_names``, NaN where a value is missing.
     """
 
     def __init__(
@@ -76,30 +91,39 @@ class GrokProcessor(ProcessorMixin):
         oct_token: str = OCT_TOKEN,
         cfp_num_tokens: int = 196,
         oct_num_tokens: int = 196,
+        biomarker_token: str = BIOMARKER_TOKEN,
+        biomarker_num_tokens: int = 0,
+        biomarker_names: Sequence[str] | None = None,
     ):
-        self.cfp_token, self.oct_token = cfp_token, oct_token
+        self.cfp_token, self.oct_token, self.biomarker_token = cfp_token, oct_token, biomarker_token
         self.cfp_num_tokens, self.oct_num_tokens = int(cfp_num_tokens), int(oct_num_tokens)
+        self.biomarker_num_tokens = int(biomarker_num_tokens)
+        self.biomarker_names = list(biomarker_names) if biomarker_names is not None else None
+        if self.biomarker_num_tokens and not self.biomarker_names:
+            raise ValueError("biomarker_num_tokens > 0 needs biomarker_names (the model config's biomarker_names).")
         vocab = tokenizer.get_vocab()
-        for token in (cfp_token, oct_token):
+        for token in (cfp_token, oct_token, *([biomarker_token] if self.biomarker_num_tokens else [])):
             if token not in vocab:
                 raise ValueError(
-                    f"The tokenizer has no {token!r} token; call modeling_grok.processing_grok.add_image_tokens("
+                    f"The tokenizer has no {token!r} token; call modeling_grok.processing_grok.add_placeholder_tokens("
                     "tokenizer) (and resize the model's embeddings) or build the processor with GrokProcessor.from_config."
                 )
         self.cfp_token_id = tokenizer.convert_tokens_to_ids(cfp_token)
         self.oct_token_id = tokenizer.convert_tokens_to_ids(oct_token)
+        self.biomarker_token_id = tokenizer.convert_tokens_to_ids(biomarker_token) if self.biomarker_num_tokens else None
         self._placeholder = re.compile(f"{re.escape(cfp_token)}|{re.escape(oct_token)}")
         super().__init__(
             tokenizer,
             cfp_image_processor or GrokCFPImageProcessor(),
             oct_image_processor or GrokOCTImageProcessor(),
-            chat_template=chat_template or default_chat_template(cfp_token, oct_token),
+            chat_template=chat_template or default_chat_template(cfp_token, oct_token, biomarker_token),
         )
 
     @classmethod
     def from_config(cls, tokenizer, config: GrokConfig, chat_template: str | None = None) -> "GrokProcessor":
-        """A processor matching ``config``'s towers; adds the placeholder tokens to ``tokenizer`` if missing."""
-        add_image_tokens(tokenizer)
+        """A processor matching ``config``'s towers and biomarker tokens; adds the placeholder tokens to
+        ``tokenizer`` if missing."""
+        add_placeholder_tokens(tokenizer)
         return cls(
             tokenizer=tokenizer,
             cfp_image_processor=GrokCFPImageProcessor(size=config.image_size("cfp")),
@@ -107,6 +131,8 @@ class GrokProcessor(ProcessorMixin):
             chat_template=chat_template,
             cfp_num_tokens=config.num_image_tokens("cfp"),
             oct_num_tokens=config.num_image_tokens("oct"),
+            biomarker_num_tokens=config.num_biomarker_tokens,
+            biomarker_names=config.biomarker_names,
         )
 
     @classmethod
@@ -123,7 +149,8 @@ class GrokProcessor(ProcessorMixin):
 
     @property
     def model_input_names(self) -> list[str]:
-        return [*self.tokenizer.model_input_names, "pixel_values_cfp", "pixel_values_oct", "oct_slices_per_image"]
+        names = [*self.tokenizer.model_input_names, "pixel_values_cfp", "pixel_values_oct", "oct_slices_per_image"]
+        return names + (["biomarker_values"] if self.biomarker_num_tokens else [])
 
     def num_tokens(self, modality: str) -> int:
         return self.cfp_num_tokens if modality == "cfp" else self.oct_num_tokens
@@ -142,7 +169,31 @@ class GrokProcessor(ProcessorMixin):
             "pass images=[[cfp, oct], [oct], ...] in the order of each text's placeholders."
         )
 
-    def __call__(self, images: Any = None, text: str | list[str] | None = None, **kwargs) -> BatchFeature:
+    def biomarker_values(self, biomarkers: Sequence[Mapping[str, object] | None]) -> list[list[float]]:
+        """One row per sample in the order of ``biomarker_names``; NaN where a value is missing or None."""
+        rows = []
+        for index, values in enumerate(biomarkers):
+            values = dict(values or {})
+            unknown = sorted(set(values) - set(self.biomarker_names))
+            if unknown:
+                raise ValueError(
+                    f"Sample {index}: biomarkers {unknown} are not among this model's biomarker_names; use the schema "
+                    "names (processing.biomarkers.BIOMARKER_NAMES)."
+                )
+            row = []
+            for name in self.biomarker_names:
+                value = values.get(name)
+                row.append(math.nan if value is None else float(value))
+            rows.append(row)
+        return rows
+
+    def __call__(
+        self,
+        images: Any = None,
+        text: str | list[str] | None = None,
+        biomarkers: Mapping[str, object] | Sequence[Mapping[str, object] | None] | None = None,
+        **kwargs,
+    ) -> BatchFeature:
         if text is None:
             raise ValueError("GrokProcessor needs text with image placeholders; build it with apply_chat_template.")
         return_tensors = kwargs.pop("return_tensors", None)
@@ -163,11 +214,17 @@ class GrokProcessor(ProcessorMixin):
                 if image is None:
                     raise ValueError(f"Sample {index}: an image for {placeholder} is None; drop its placeholder instead.")
                 routed["cfp" if placeholder == self.cfp_token else "oct"].append(image)
-            expanded.append(
-                self._placeholder.sub(lambda m: m.group(0) * self.num_tokens(self._modality(m.group(0))), sample_text)
+            sample_text = self._placeholder.sub(
+                lambda m: m.group(0) * self.num_tokens(self._modality(m.group(0))), sample_text
             )
+            expanded.append(sample_text.replace(self.biomarker_token, self.biomarker_token * self.biomarker_num_tokens))
         data = dict(self.tokenizer(expanded, **kwargs))
         self._check_placeholders_kept(data["input_ids"], texts)
+        if biomarkers is not None and self.biomarker_num_tokens:
+            rows = [biomarkers] if isinstance(biomarkers, Mapping) else list(biomarkers)
+            if len(rows) != len(texts):
+                raise ValueError(f"biomarkers must hold one mapping per text ({len(texts)} texts, got {len(rows)}).")
+            data["biomarker_values"] = self.biomarker_values(rows)
         if routed["cfp"]:
             data["pixel_values_cfp"] = self.cfp_image_processor(routed["cfp"], return_tensors=None)["pixel_values"]
         if routed["oct"]:
@@ -189,9 +246,16 @@ class GrokProcessor(ProcessorMixin):
                         f"Sample {index}: truncation cut {modality.upper()} image placeholders; raise max_length "
                         f"(each {modality.upper()} image takes {self.num_tokens(modality)} tokens) or shorten the text."
                     )
+            if self.biomarker_num_tokens:
+                expected = sample_text.count(self.biomarker_token) * self.biomarker_num_tokens
+                if ids.count(self.biomarker_token_id) != expected:
+                    raise ValueError(
+                        f"Sample {index}: truncation cut the biomarker placeholders; raise max_length (they take "
+                        f"{self.biomarker_num_tokens} tokens) or shorten the text."
+                    )
 
     def post_process_image_text_to_text(self, generated_outputs, skip_special_tokens: bool = True, **kwargs) -> list[str]:
         return self.tokenizer.batch_decode(generated_outputs, skip_special_tokens=skip_special_tokens, **kwargs)
 
 
-__all__ = ["GrokProcessor", "add_image_tokens", "default_chat_template"]
+__all__ = ["GrokProcessor", "add_placeholder_tokens", "default_chat_template"]

@@ -35,3 +35,16 @@ def test_training_mode_restored_and_one_row_refused():
     assert model.training
     with pytest.raises(ValueError, match="at least 2 rows"):
         conditioning_gap(model, processor, _rows(1, same_inputs=False))
+
+
+def test_shift_moves_the_biomarker_vector_with_the_prompt():
+    model, processor = tiny_model_and_processor(num_biomarker_tokens=2)
+    name = processor.biomarker_names[0]
+    rows = _rows(4, same_inputs=True)
+    for row in rows:
+        row["prompt"] = messages(True, True, with_biomarkers=True)
+    same = conditioning_gap(model, processor, [dict(r, biomarkers={name: 300.0}) for r in rows], batch_size=2)
+    assert same.own_loss == pytest.approx(same.other_loss, abs=1e-6)
+    # rows that differ only in their biomarker vector: the shift must carry it, or the gap would be 0
+    different = conditioning_gap(model, processor, [dict(r, biomarkers={name: 200.0 + 50 * i}) for i, r in enumerate(rows)], batch_size=2)
+    assert abs(different.gap) > 1e-5

@@ -138,3 +138,55 @@ def test_paper_preset_matches_the_paper():
         assert config.num_image_tokens(modality) == 196
         assert config.tower_config(modality)["embed_dim"] == 1024 and config.tower_config(modality)["depth"] == 24
     assert config.projector_type == "mlp2x_gelu"
+
+
+@pytest.fixture(scope="module")
+def biomarker_parts():
+    return tiny_model_and_processor(num_biomarker_tokens=3)
+
+
+def _biomarker_inputs(processor, biomarkers):
+    text = processor.apply_chat_template(messages(True, True, with_biomarkers=True), add_generation_prompt=True, tokenize=False)
+    return processor(text=[text] * len(biomarkers), images=[[fundus_image(), oct_image()]] * len(biomarkers),
+                     biomarkers=biomarkers, return_tensors="pt", padding=True)
+
+
+def test_biomarker_tokens_carry_the_vector_to_the_lm(biomarker_parts):
+    model, processor = biomarker_parts
+    inputs = _biomarker_inputs(processor, [{"central_subfield": 270.0, "cup_to_disc_ratio": 0.4}, {"central_subfield": 420.0}])
+    assert int((inputs["input_ids"] == model.config.biomarker_token_id).sum()) == 2 * 3
+    with torch.no_grad():
+        output = model(**inputs)
+    assert output.biomarker_hidden_states.shape == (2, 3, model.config.text_config.hidden_size)
+    assert torch.isfinite(output.logits).all()  # missing values (NaN) take the learned missing value
+    assert not torch.allclose(output.logits[0], output.logits[1])  # only the biomarkers differ between the rows
+    labels = inputs["input_ids"].clone()
+    masked = labels.masked_fill(labels == model.config.biomarker_token_id, -100)
+    with torch.no_grad():
+        assert torch.allclose(model(**inputs, labels=labels).loss, model(**inputs, labels=masked).loss)
+
+
+def test_biomarker_generation_same_with_and_without_cache_and_after_reload(biomarker_parts, tmp_path):
+    model, processor = biomarker_parts
+    inputs = _biomarker_inputs(processor, [{"central_subfield": 300.0}])
+    with_cache = model.generate(**inputs, max_new_tokens=8, do_sample=False, use_cache=True)
+    assert torch.equal(with_cache, model.generate(**inputs, max_new_tokens=8, do_sample=False, use_cache=False))
+    model.save_pretrained(tmp_path)
+    processor.save_pretrained(tmp_path)
+    reloaded = GrokForConditionalGeneration.from_pretrained(tmp_path).eval()
+    assert reloaded.config.biomarker_center == model.config.biomarker_center
+    assert torch.equal(with_cache, reloaded.generate(**inputs, max_new_tokens=8, do_sample=False))
+
+
+def test_biomarker_values_and_placeholders_must_match(biomarker_parts, parts):
+    model, processor = biomarker_parts
+    inputs = _biomarker_inputs(processor, [{"central_subfield": 300.0}])
+    without_values = {k: v for k, v in inputs.items() if k != "biomarker_values"}
+    with pytest.raises(ValueError, match="Biomarker placeholders and values do not match"):
+        model(**without_values)
+    with pytest.raises(ValueError, match=r"biomarker_values must have shape \(batch, 37\)"):
+        model(**dict(inputs, biomarker_values=torch.zeros(1, 5)))
+    text_only_model, text_only_processor = parts
+    plain = _inputs(text_only_processor, [(True, True)])
+    with pytest.raises(ValueError, match="no biomarker projector"):
+        text_only_model(**plain, biomarker_values=torch.zeros(1, 37))

@@ -127,3 +127,46 @@ def test_outputs_match_trl_collator_expectations(processor):
     text = processor.tokenizer.decode(supervised)
     assert "Conclusion" in text and "Assess the retina" not in text
     assert not torch.isin(supervised, torch.tensor([processor.cfp_token_id, processor.oct_token_id])).any()
+
+
+def test_biomarker_placeholder_expands_to_the_models_tokens_or_to_none():
+    _, with_tokens = tiny_model_and_processor(num_biomarker_tokens=4)
+    _, text_only = tiny_model_and_processor()
+    for proc, expected in ((with_tokens, 4), (text_only, 0)):
+        text = proc.apply_chat_template(messages(False, False, with_biomarkers=True), tokenize=False)
+        assert proc.biomarker_token in text
+        ids = proc(text=[text], biomarkers=[{"central_subfield": 300.0}])["input_ids"][0]
+        bare = proc(text=[proc.apply_chat_template(messages(False, False), tokenize=False)])["input_ids"][0]
+        assert len(ids) - len(bare) == expected  # a text-only model's prompt is unchanged by the item
+    assert "biomarker_values" not in text_only(text=[text], biomarkers=[{"central_subfield": 300.0}])
+
+
+def test_biomarker_values_follow_the_models_order_with_nan_for_missing():
+    _, processor = tiny_model_and_processor(num_biomarker_tokens=2)
+    names = processor.biomarker_names
+    rows = processor.biomarker_values([{names[3]: 12.5, names[0]: None}, None])
+    assert len(rows[0]) == len(names) == 37 and rows[0][3] == 12.5
+    assert all(np.isnan(v) for i, v in enumerate(rows[0]) if i != 3) and all(np.isnan(v) for v in rows[1])
+    with pytest.raises(ValueError, match="not among this model's biomarker_names"):
+        processor.biomarker_values([{"central_thickness": 300.0}])
+
+
+def test_grok_collator_adds_each_rows_biomarker_vector():
+    from grok_retina.training import GrokDataCollator
+
+    _, processor = tiny_model_and_processor(num_biomarker_tokens=2)
+    name = processor.biomarker_names[0]
+    examples = [
+        {
+            "prompt": messages(True, True, with_biomarkers=True),
+            "completion": [{"role": "assistant", "content": [{"type": "text", "text": "Conclusion: Normal."}]}],
+            "images": [fundus_image(seed=i), oct_image(seed=i)],
+            "biomarkers": {name: 250.0 + i},
+        }
+        for i in range(2)
+    ]
+    batch = GrokDataCollator(processor, completion_only_loss=True)([dict(e) for e in examples])
+    assert batch["biomarker_values"][:, 0].tolist() == [250.0, 251.0]
+    assert not (batch["labels"] == processor.biomarker_token_id).any()
+    with pytest.raises(ValueError, match="every row needs a 'biomarkers' column"):
+        GrokDataCollator(processor, completion_only_loss=True)([{k: v for k, v in e.items() if k != "biomarkers"} for e in examples])

@@ -46,3 +46,24 @@ def test_sft_lora_steps_train_only_lora_and_projectors(tmp_path, fmt):
     for key, value in towers_before.items():
         assert torch.equal(merged.state_dict()[key], value), key
     assert not torch.equal(merged.model.cfp_projector.linear_1.weight, projector_before)
+
+
+def test_biomarker_projector_trains_from_the_datasets_biomarkers_column(tmp_path):
+    model, processor = tiny_model_and_processor(num_biomarker_tokens=2)
+    model.freeze_vision_towers()
+    name = processor.biomarker_names[0]
+    dataset = _dataset().map(
+        lambda r, i: {"prompt": messages(True, True, with_biomarkers=True), "biomarkers": {name: 250.0 + 10 * i}},
+        with_indices=True,
+    )
+    peft_model = get_peft_model(model, grok_lora_config(model, r=4, alpha=8))
+    before = peft_model.base_model.model.model.biomarker_projector.modules_to_save["default"].linear_1.weight.detach().clone()
+    args = GrokSFTConfig(  # remove_unused_columns keeps its default: the trainer must keep the biomarkers column
+        output_dir=str(tmp_path), max_steps=4, per_device_train_batch_size=4, learning_rate=5e-3, projector_lr=1e-3,
+        logging_steps=1, save_strategy="no", report_to=[], use_cpu=True, max_length=None, dataloader_num_workers=0,
+    )
+    trainer = GrokSFTTrainer(model=peft_model, args=args, train_dataset=dataset, processing_class=processor)
+    trainer.train()
+    merged = peft_model.merge_and_unload()
+    assert not torch.equal(merged.model.biomarker_projector.linear_1.weight, before)
+    assert trainable_parameter_report(peft_model)["projectors"] > 0

@@ -17,13 +17,18 @@ def tiny_tokenizer(vocab_size: int = 400):
     return train_tokenizer(corpus * 4, vocab_size=vocab_size)
 
 
-def tiny_model_and_processor(seed: int = 0, **config_kwargs) -> tuple[GrokForConditionalGeneration, GrokProcessor]:
+def tiny_model_and_processor(
+    seed: int = 0, num_biomarker_tokens: int = 0, **config_kwargs
+) -> tuple[GrokForConditionalGeneration, GrokProcessor]:
     import torch
 
+    from grok_retina.sft import biomarker_token_config
+
     tokenizer = tiny_tokenizer()
-    config = GrokConfig.tiny(**config_kwargs)
+    config = GrokConfig.tiny(**biomarker_token_config(num_biomarker_tokens), **config_kwargs)
     processor = GrokProcessor.from_config(tokenizer, config)
     config.cfp_token_id, config.oct_token_id = processor.cfp_token_id, processor.oct_token_id
+    config.biomarker_token_id = tokenizer.convert_tokens_to_ids(processor.biomarker_token)
     torch.manual_seed(seed)
     model = GrokForConditionalGeneration(config).eval()
     return model, processor
@@ -47,11 +52,15 @@ def oct_image(height: int = 64, width: int = 96, seed: int = 0) -> Image.Image:
     return Image.fromarray(np.clip(scan, 0, 255).astype(np.uint8), mode="L")
 
 
-def messages(with_cfp: bool = True, with_oct: bool = True, text: str = "Assess the retina.") -> list[dict]:
+def messages(
+    with_cfp: bool = True, with_oct: bool = True, text: str = "Assess the retina.", with_biomarkers: bool = False
+) -> list[dict]:
     content = []
     if with_cfp:
         content.append({"type": "image", "modality": "cfp"})
     if with_oct:
         content.append({"type": "image", "modality": "oct"})
+    if with_biomarkers:
+        content.append({"type": "biomarkers"})
     content.append({"type": "text", "text": text})
     return [{"role": "user", "content": content}]

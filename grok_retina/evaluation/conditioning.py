@@ -1,4 +1,5 @@
-"""Does a trained GROK read its inputs? Completion loss with each eye's own prompt and images vs. another eye's.
+"""Does a trained GROK read its inputs? Completion loss with each eye's own prompt, images and biomarkers vs.
+another eye's.
 
 A model that conditions on the biomarkers and images scores a reference report clearly better with its own
 inputs; a gap near zero means it writes the same report whatever it is shown (it learned the format, not the
@@ -45,16 +46,18 @@ def _completion_loss(model, collator, rows: Sequence[dict[str, Any]], batch_size
 
 
 def conditioning_gap(model, processor, rows: Sequence[dict[str, Any]], batch_size: int = 8) -> ConditioningGap:
-    """``rows`` are Stage I SFT rows (``prompt``, ``completion``, ``images``); row i is scored once with its own
-    prompt and images and once with row i+1's (a cyclic shift, so no row keeps its own inputs)."""
-    from trl.trainer.sft_trainer import DataCollatorForVisionLanguageModeling  # TRL's training collator
+    """``rows`` are Stage I SFT rows (``prompt``, ``completion``, ``images``, ``biomarkers``); row i is scored once
+    with its own prompt, images and biomarkers and once with row i+1's (a cyclic shift, so no row keeps its own
+    inputs)."""
+    from ..training import GrokDataCollator  # the training collator
 
     if len(rows) < 2:
         raise ValueError(f"conditioning_gap needs at least 2 rows to swap inputs between, got {len(rows)}.")
     rows = [dict(r) for r in rows]
     following = rows[1:] + rows[:1]
-    shifted = [{**row, "prompt": other["prompt"], "images": other["images"]} for row, other in zip(rows, following)]
-    collator = DataCollatorForVisionLanguageModeling(processor=processor, completion_only_loss=True)
+    inputs = ("prompt", "images", "biomarkers")
+    shifted = [{**row, **{k: other[k] for k in inputs if k in other}} for row, other in zip(rows, following)]
+    collator = GrokDataCollator(processor=processor, completion_only_loss=True)
     was_training = model.training
     model.eval()
     try:
