@@ -455,7 +455,8 @@ class GrokForConditionalGeneration(GrokPreTrainedModel, GenerationMixin):
         loss = None
         if labels is not None:
             if input_ids is not None:  # image and biomarker positions never carry a target
-                placeholder_ids = torch.tensor([self.config.token_id(kind) for kind in PLACEHOLDER_KINDS], device=input_ids.device)
+                kinds = PLACEHOLDER_KINDS if self.config.num_biomarker_tokens else MODALITIES
+                placeholder_ids = torch.tensor([self.config.token_id(kind) for kind in kinds], device=input_ids.device)
                 labels = labels.masked_fill(torch.isin(input_ids, placeholder_ids), -100)
             loss = self.loss_function(
                 logits=logits, labels=labels, vocab_size=self.config.text_config.vocab_size, **kwargs
