@@ -165,6 +165,10 @@ class GrokConfig(PretrainedConfig):
         prefix = 0 if self.vision_feature_select_strategy == "patch" else 1
         return grid * grid + prefix
 
+    def placeholder_kinds(self) -> tuple[str, ...]:
+        """The placeholders this model fills: the image modalities, and ``"biomarkers"`` with biomarker tokens."""
+        return (*MODALITIES, "biomarkers") if self.num_biomarker_tokens else MODALITIES
+
     def token_id(self, kind: str) -> int:
         """The placeholder token id of ``kind``: an image modality (``"cfp"``, ``"oct"``) or ``"biomarkers"``."""
         return {"cfp": self.cfp_token_id, "oct": self.oct_token_id, "biomarkers": self.biomarker_token_id}[kind]

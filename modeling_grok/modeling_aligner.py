@@ -16,7 +16,7 @@ from transformers import initialization as init
 from transformers.modeling_outputs import ModelOutput
 
 from .configuration_aligner import GrokAlignerConfig
-from .modeling_grok import GrokVisionTower, init_vit_tokens
+from .modeling_grok import GrokVisionTower, init_vit_tokens, normalised_biomarkers_with_mask
 
 OCT_TOWER_WEIGHTS = "oct_tower.safetensors"
 OCT_TOWER_CONFIG = "oct_vision_config.json"
@@ -83,12 +83,8 @@ class GrokBiomarkerEncoder(nn.Module):
                 f"biomarkers must have shape (batch, {self.center.shape[0]}) in the order of config.biomarker_names, "
                 f"got {tuple(biomarkers.shape)}."
             )
-        present = torch.isfinite(biomarkers)
-        if biomarker_mask is not None:
-            present = present & biomarker_mask.bool()
-        normalised = (torch.nan_to_num(biomarkers, nan=0.0, posinf=0.0, neginf=0.0) - self.center) / self.scale
-        filled = torch.where(present, normalised, self.mask_token.to(normalised.dtype))
-        return self.mlp(torch.cat([filled, (~present).to(filled.dtype)], dim=-1))
+        present = None if biomarker_mask is None else biomarker_mask.bool()
+        return self.mlp(normalised_biomarkers_with_mask(biomarkers, self.center, self.scale, self.mask_token, present))
 
 
 class GrokAligner(PreTrainedModel):

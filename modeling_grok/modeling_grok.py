@@ -15,11 +15,10 @@ from transformers import initialization as init
 from transformers.cache_utils import Cache
 from transformers.modeling_outputs import BaseModelOutputWithPast, ModelOutput
 
-from .configuration_grok import MODALITIES, GrokConfig
+from .configuration_grok import GrokConfig
 
 # Inputs the first (prefill) step consumes; decode steps read them from the KV cache.
 MULTIMODAL_INPUT_KEYS = ("pixel_values_cfp", "pixel_values_oct", "oct_slices_per_image", "biomarker_values")
-PLACEHOLDER_KINDS = (*MODALITIES, "biomarkers")
 
 
 @dataclass
@@ -98,6 +97,19 @@ class GrokMultiModalProjector(nn.Module):
         return hidden_states
 
 
+def normalised_biomarkers_with_mask(
+    values: torch.Tensor, center: torch.Tensor, scale: torch.Tensor, missing_value: torch.Tensor,
+    present: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """(B, 2K): ``(values - center) / scale`` with ``missing_value`` where an entry is absent (non-finite, or False
+    in ``present``), then the missing mask; GROK's biomarker projector and the Stage II biomarker encoder read it."""
+    present = torch.isfinite(values) if present is None else present & torch.isfinite(values)
+    finite = torch.nan_to_num(values, nan=0.0, posinf=0.0, neginf=0.0)
+    normalised = (finite - center.to(values.dtype)) / scale.to(values.dtype)
+    filled = torch.where(present, normalised, missing_value.to(values.dtype))
+    return torch.cat([filled, (~present).to(values.dtype)], dim=-1)
+
+
 class GrokBiomarkerProjector(nn.Module):
     """The biomarker vector as ``num_biomarker_tokens`` LM tokens: normalised, a learned value in missing entries,
     the missing mask appended, then `mlp2x_gelu` whose first layer fans out to one hidden vector per token."""
@@ -122,10 +134,7 @@ class GrokBiomarkerProjector(nn.Module):
                 f"config.biomarker_names, got {tuple(biomarker_values.shape)}; build it with GrokProcessor(biomarkers=...)."
             )
         values = biomarker_values.to(self.linear_1.weight.dtype)
-        present = torch.isfinite(values)
-        normalised = (torch.nan_to_num(values, nan=0.0) - self.center.to(values.dtype)) / self.scale.to(values.dtype)
-        filled = torch.where(present, normalised, self.missing_value.to(values.dtype))
-        tokens = self.linear_1(torch.cat([filled, (~present).to(values.dtype)], dim=-1))
+        tokens = self.linear_1(normalised_biomarkers_with_mask(values, self.center, self.scale, self.missing_value))
         return self.linear_2(self.act(tokens.view(values.shape[0], self.num_tokens, -1)))
 
 
@@ -269,8 +278,8 @@ class GrokModel(GrokPreTrainedModel):
         features["biomarkers"] = self.get_biomarker_features(biomarker_values)
         prefill = past_key_values is None or past_key_values.get_seq_length() == 0
         has_inputs = any(value is not None for value in features.values())
-        kinds = PLACEHOLDER_KINDS if self.biomarker_projector is not None else MODALITIES
-        for kind in kinds if prefill or has_inputs else ():  # decode steps carry no images or biomarkers
+        # decode steps carry no images or biomarkers
+        for kind in self.config.placeholder_kinds() if prefill or has_inputs else ():
             mask = self.get_placeholder_mask(kind, input_ids, inputs_embeds)
             kind_features = features[kind]
             n_tokens = int(mask.sum())
@@ -455,8 +464,8 @@ class GrokForConditionalGeneration(GrokPreTrainedModel, GenerationMixin):
         loss = None
         if labels is not None:
             if input_ids is not None:  # image and biomarker positions never carry a target
-                kinds = PLACEHOLDER_KINDS if self.config.num_biomarker_tokens else MODALITIES
-                placeholder_ids = torch.tensor([self.config.token_id(kind) for kind in kinds], device=input_ids.device)
+                kinds = self.config.placeholder_kinds()
+                placeholder_ids = torch.tensor([self.config.token_id(k) for k in kinds], device=input_ids.device)
                 labels = labels.masked_fill(torch.isin(input_ids, placeholder_ids), -100)
             loss = self.loss_function(
                 logits=logits, labels=labels, vocab_size=self.config.text_config.vocab_size, **kwargs
