@@ -21,6 +21,15 @@ from .configuration_grok import GrokConfig
 MULTIMODAL_INPUT_KEYS = ("pixel_values_cfp", "pixel_values_oct", "oct_slices_per_image", "biomarker_values")
 
 
+
+def reads_cache_only(past_key_values: Cache | None, *multimodal_inputs: torch.Tensor | None) -> bool:
+    """A decode step: no images or biomarkers given, and the prompt with its placeholders already in the cache."""
+    return (
+        all(x is None for x in multimodal_inputs)
+        and past_key_values is not None
+        and past_key_values.get_seq_length() > 0
+    )
+
 @dataclass
 class GrokModelOutputWithPast(BaseModelOutputWithPast):
     """`BaseModelOutputWithPast` plus the projected features of each image modality and of the biomarkers."""
@@ -55,6 +64,9 @@ class GrokVisionTower(nn.Module):
         return self.vit.embed_dim
 
     def forward(self, pixel_values: torch.Tensor, layer: int = -1, norm: bool = True, keep_prefix: bool = False):
+        if norm and layer in (-1, len(self.vit.blocks) - 1):  # the last block, normed: timm's plain (fastest) path
+            tokens = self.vit.forward_features(pixel_values)
+            return tokens if keep_prefix else tokens[:, self.vit.num_prefix_tokens :]
         (tokens,) = self.vit.forward_intermediates(
             pixel_values,
             indices=[layer],
@@ -276,10 +288,8 @@ class GrokModel(GrokPreTrainedModel):
             inputs_embeds = self.get_input_embeddings()(input_ids)
         features = self.get_image_features(pixel_values_cfp, pixel_values_oct, oct_slices_per_image)
         features["biomarkers"] = self.get_biomarker_features(biomarker_values)
-        prefill = past_key_values is None or past_key_values.get_seq_length() == 0
-        has_inputs = any(value is not None for value in features.values())
-        # decode steps carry no images or biomarkers
-        for kind in self.config.placeholder_kinds() if prefill or has_inputs else ():
+        decode = reads_cache_only(past_key_values, pixel_values_cfp, pixel_values_oct, biomarker_values)
+        for kind in () if decode else self.config.placeholder_kinds():
             mask = self.get_placeholder_mask(kind, input_ids, inputs_embeds)
             kind_features = features[kind]
             n_tokens = int(mask.sum())
@@ -446,18 +456,25 @@ class GrokForConditionalGeneration(GrokPreTrainedModel, GenerationMixin):
         logits_to_keep: int | torch.Tensor = 0,
         **kwargs,
     ) -> GrokCausalLMOutputWithPast:
-        outputs = self.model(
+        text_inputs = dict(
             input_ids=input_ids,
-            pixel_values_cfp=pixel_values_cfp,
-            pixel_values_oct=pixel_values_oct,
-            oct_slices_per_image=oct_slices_per_image,
-            biomarker_values=biomarker_values,
             attention_mask=attention_mask,
             position_ids=position_ids,
             past_key_values=past_key_values,
             inputs_embeds=inputs_embeds,
             **kwargs,
         )
+        if reads_cache_only(past_key_values, pixel_values_cfp, pixel_values_oct, biomarker_values):
+            # a decode step has nothing to merge: the LM alone, as fast per token as the bare LM
+            outputs = self.model.language_model(**text_inputs)
+        else:
+            outputs = self.model(
+                pixel_values_cfp=pixel_values_cfp,
+                pixel_values_oct=pixel_values_oct,
+                oct_slices_per_image=oct_slices_per_image,
+                biomarker_values=biomarker_values,
+                **text_inputs,
+            )
         hidden_states = outputs.last_hidden_state
         slice_indices = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
         logits = self.lm_head(hidden_states[:, slice_indices, :])
@@ -476,9 +493,9 @@ class GrokForConditionalGeneration(GrokPreTrainedModel, GenerationMixin):
             past_key_values=outputs.past_key_values,
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
-            cfp_hidden_states=outputs.cfp_hidden_states,
-            oct_hidden_states=outputs.oct_hidden_states,
-            biomarker_hidden_states=outputs.biomarker_hidden_states,
+            cfp_hidden_states=getattr(outputs, "cfp_hidden_states", None),
+            oct_hidden_states=getattr(outputs, "oct_hidden_states", None),
+            biomarker_hidden_states=getattr(outputs, "biomarker_hidden_states", None),
         )
 
     def prepare_inputs_for_generation(self, *args, is_first_iteration: bool | None = False, **kwargs):

@@ -30,6 +30,27 @@ def _tower():
     return GrokVisionTower(VIT_TINY_TEST).eval()
 
 
+@pytest.mark.parametrize("variant", [{}, {"global_pool": "avg"}, {"reg_tokens": 2}])
+@pytest.mark.parametrize("layer,norm,keep_prefix", [(-1, True, False), (-1, True, True), (1, True, False), (-1, False, False)])
+def test_tower_tokens_match_timm_forward_intermediates(variant, layer, norm, keep_prefix):
+    """The last-block fast path (`forward_features`) gives what `forward_intermediates` gives, prefix tokens
+    (CLS, registers) in front, with either final norm (a ViT with an avg-pool head norms in `fc_norm`)."""
+    torch.manual_seed(3)
+    tower = GrokVisionTower(VIT_TINY_TEST | variant).eval()
+    pixels = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        expected = tower.vit.forward_intermediates(
+            pixels, indices=[layer], norm=norm, output_fmt="NLC", intermediates_only=True,
+            return_prefix_tokens=keep_prefix,
+        )[0]
+        if keep_prefix:
+            expected = torch.cat([expected[1], expected[0]], dim=1)
+        tokens = tower(pixels, layer=layer, norm=norm, keep_prefix=keep_prefix)
+    prefix = tower.vit.num_prefix_tokens if keep_prefix else 0
+    assert tokens.shape == (2, 16 + prefix, 32)
+    torch.testing.assert_close(tokens, expected)
+
+
 def test_retfound_mae_checkpoint(tmp_path):
     source = _source_vit()
     state = source.state_dict() | {"decoder_embed.weight": torch.randn(8, 32), "mask_token": torch.zeros(1, 1, 8)}
