@@ -21,7 +21,6 @@ from .configuration_grok import GrokConfig
 MULTIMODAL_INPUT_KEYS = ("pixel_values_cfp", "pixel_values_oct", "oct_slices_per_image", "biomarker_values")
 
 
-
 def reads_cache_only(past_key_values: Cache | None, *multimodal_inputs: torch.Tensor | None) -> bool:
     """A decode step: no images or biomarkers given, and the prompt with its placeholders already in the cache."""
     return (
@@ -29,6 +28,7 @@ def reads_cache_only(past_key_values: Cache | None, *multimodal_inputs: torch.Te
         and past_key_values is not None
         and past_key_values.get_seq_length() > 0
     )
+
 
 @dataclass
 class GrokModelOutputWithPast(BaseModelOutputWithPast):
