@@ -237,21 +237,17 @@ class GrokProcessor(ProcessorMixin):
         return "cfp" if placeholder == self.cfp_token else "oct"
 
     def _check_placeholders_kept(self, input_ids, texts: list[str]) -> None:
+        kinds = [("CFP image", self.cfp_token, self.cfp_token_id, self.cfp_num_tokens),
+                 ("OCT image", self.oct_token, self.oct_token_id, self.oct_num_tokens)]
+        if self.biomarker_num_tokens:
+            kinds.append(("biomarker", self.biomarker_token, self.biomarker_token_id, self.biomarker_num_tokens))
         for index, (ids, sample_text) in enumerate(zip(input_ids, texts)):
             ids = list(ids)
-            for modality, token_id in (("cfp", self.cfp_token_id), ("oct", self.oct_token_id)):
-                expected = sample_text.count(self.cfp_token if modality == "cfp" else self.oct_token)
-                if ids.count(token_id) != expected * self.num_tokens(modality):
+            for what, token, token_id, per_placeholder in kinds:
+                if ids.count(token_id) != sample_text.count(token) * per_placeholder:
                     raise ValueError(
-                        f"Sample {index}: truncation cut {modality.upper()} image placeholders; raise max_length "
-                        f"(each {modality.upper()} image takes {self.num_tokens(modality)} tokens) or shorten the text."
-                    )
-            if self.biomarker_num_tokens:
-                expected = sample_text.count(self.biomarker_token) * self.biomarker_num_tokens
-                if ids.count(self.biomarker_token_id) != expected:
-                    raise ValueError(
-                        f"Sample {index}: truncation cut the biomarker placeholders; raise max_length (they take "
-                        f"{self.biomarker_num_tokens} tokens) or shorten the text."
+                        f"Sample {index}: truncation cut {what} placeholders; raise max_length (each {what} takes "
+                        f"{per_placeholder} tokens) or shorten the text."
                     )
 
     def post_process_image_text_to_text(self, generated_outputs, skip_special_tokens: bool = True, **kwargs) -> list[str]:

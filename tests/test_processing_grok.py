@@ -141,6 +141,17 @@ def test_biomarker_placeholder_expands_to_the_models_tokens_or_to_none():
     assert "biomarker_values" not in text_only(text=[text], biomarkers=[{"central_subfield": 300.0}])
 
 
+def test_truncation_that_cuts_biomarker_placeholders_is_an_error():
+    _, processor = tiny_model_and_processor(num_biomarker_tokens=4)
+    text = processor.apply_chat_template(messages(False, False, with_biomarkers=True), tokenize=False)
+    ids = processor(text=[text])["input_ids"][0]
+    first = ids.index(processor.biomarker_token_id)
+    kept = processor(text=[text], truncation=True, max_length=first + 4)["input_ids"][0]  # all 4 kept: no error
+    assert kept.count(processor.biomarker_token_id) == 4
+    with pytest.raises(ValueError, match="truncation cut biomarker placeholders"):
+        processor(text=[text], truncation=True, max_length=first + 2)
+
+
 def test_biomarker_values_follow_the_models_order_with_nan_for_missing():
     _, processor = tiny_model_and_processor(num_biomarker_tokens=2)
     names = processor.biomarker_names
