@@ -15,7 +15,7 @@ from modeling_grok.modeling_grok import MULTIMODAL_INPUT_KEYS
 from processing.biomarkers import validate_biomarkers
 
 from .guideline import Assessment, assess_all
-from .prompts import build_student_messages
+from .prompts import build_diagnosis_messages, build_student_messages
 from .report_parsing import parse_label
 from .verifier import VerificationResult, verify_report
 
@@ -41,6 +41,14 @@ class GrokReport:
             "biomarkers": self.biomarkers,
             "biomarker_source": self.biomarker_source,
         }
+
+
+@dataclass
+class GrokDiagnosis:
+    """The model's short answer to the diagnosis question and the label it names (None if it names none)."""
+
+    text: str
+    label: str | None
 
 
 class GrokPipeline:
@@ -90,14 +98,17 @@ class GrokPipeline:
                     values[name], source[name] = float(value), "measured"
         return values, source
 
-    def _prompt(self, cfp: Any, oct: Any, biomarkers: dict) -> tuple[str, list]:
-        """GROK's prompt text (up to the answer) and its images for one sample."""
-        messages = build_student_messages(biomarkers, has_cfp=cfp is not None, has_oct=oct is not None)
+    def _prompt(self, cfp: Any, oct: Any, biomarkers: dict, question: bool = False) -> tuple[str, list]:
+        """GROK's prompt text (up to the answer) and its images for one sample: the report request, or with
+        ``question`` the short diagnosis question."""
+        has_cfp, has_oct = cfp is not None, oct is not None
+        messages = (build_diagnosis_messages(has_cfp, has_oct) if question
+                    else build_student_messages(biomarkers, has_cfp=has_cfp, has_oct=has_oct))
         text = self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
         return text, [image for image in (cfp, oct) if image is not None]
 
-    def _inputs(self, samples: list[tuple[Any, Any, dict]]) -> dict[str, torch.Tensor]:
-        texts, images = zip(*(self._prompt(cfp, oct, biomarkers) for cfp, oct, biomarkers in samples))
+    def _inputs(self, samples: list[tuple[Any, Any, dict]], question: bool = False) -> dict[str, torch.Tensor]:
+        texts, images = zip(*(self._prompt(cfp, oct, biomarkers, question) for cfp, oct, biomarkers in samples))
         inputs = self.processor(
             text=list(texts), images=list(images), biomarkers=[values for _, _, values in samples],
             return_tensors="pt", padding=True,
@@ -126,22 +137,53 @@ class GrokPipeline:
         acquisition: Mapping[str, object] | None = None,
         **generate_kwargs,
     ) -> GrokReport | list[GrokReport]:
-        if batch is None:  # an OCT volume is a list too, so only cfp or biomarkers lists mean a batch
-            batch = isinstance(cfp, (list, tuple)) or isinstance(biomarkers, (list, tuple))
-        if batch:
+        prepared = self._prepare(cfp, oct, biomarkers, batch, measure, acquisition)
+        inputs = self._inputs([(c, o, values) for c, o, values, _ in prepared])
+        generate_kwargs = {"max_new_tokens": self.max_new_tokens, "do_sample": False, **generate_kwargs}
+        output = self.model.generate(**inputs, **generate_kwargs)
+        texts = self.processor.batch_decode(output[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
+        reports = [self.report(text.strip(), values, source) for text, (_, _, values, source) in zip(texts, prepared)]
+        return reports if self._is_batch(cfp, biomarkers, batch) else reports[0]
+
+    @torch.inference_mode()
+    def diagnose(
+        self,
+        cfp: Any | Sequence[Any] = None,
+        oct: Any | Sequence[Any] = None,
+        biomarkers: Mapping[str, object] | Sequence[Mapping[str, object] | None] | None = None,
+        batch: bool | None = None,
+        measure: bool | None = None,
+        acquisition: Mapping[str, object] | None = None,
+        max_new_tokens: int = 24,
+    ) -> GrokDiagnosis | list[GrokDiagnosis]:
+        """The model's answer to the short diagnosis question (`prompts.DIAGNOSIS_QUESTION`: images and biomarker
+        tokens, no biomarker table), for a model trained with diagnosis questions (``diagnosis_questions``).
+        Inputs and batching as for a report."""
+        prepared = self._prepare(cfp, oct, biomarkers, batch, measure, acquisition)
+        inputs = self._inputs([(c, o, values) for c, o, values, _ in prepared], question=True)
+        output = self.model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
+        texts = self.processor.batch_decode(output[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
+        answers = [GrokDiagnosis(text.strip(), parse_label(text.strip())) for text in texts]
+        return answers if self._is_batch(cfp, biomarkers, batch) else answers[0]
+
+    @staticmethod
+    def _is_batch(cfp: Any, biomarkers: Any, batch: bool | None) -> bool:
+        # an OCT volume is a list too, so only cfp or biomarkers lists mean a batch
+        return isinstance(cfp, (list, tuple)) or isinstance(biomarkers, (list, tuple)) if batch is None else batch
+
+    def _prepare(
+        self, cfp: Any, oct: Any, biomarkers: Any, batch: bool | None, measure: bool | None,
+        acquisition: Mapping[str, object] | None,
+    ) -> list[tuple[Any, Any, dict, dict[str, str]]]:
+        """Per sample: the CFP, the OCT, the biomarkers to use (given, or measured) and their sources."""
+        if self._is_batch(cfp, biomarkers, batch):
             count = len(next(x for x in (cfp, biomarkers, oct) if isinstance(x, (list, tuple))))
             cfps, octs, marks = (list(x) if isinstance(x, (list, tuple)) else [x] * count for x in (cfp, oct, biomarkers))
             if not len(cfps) == len(octs) == len(marks):
                 raise ValueError("cfp, oct and biomarkers lists must have the same length (None for a missing item).")
         else:
             cfps, octs, marks = [cfp], [oct], [biomarkers]
-        prepared = [(c, o, *self._biomarkers(c, o, b, measure, acquisition)) for c, o, b in zip(cfps, octs, marks)]
-        inputs = self._inputs([(c, o, values) for c, o, values, _ in prepared])
-        generate_kwargs = {"max_new_tokens": self.max_new_tokens, "do_sample": False, **generate_kwargs}
-        output = self.model.generate(**inputs, **generate_kwargs)
-        texts = self.processor.batch_decode(output[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
-        reports = [self.report(text.strip(), values, source) for text, (_, _, values, source) in zip(texts, prepared)]
-        return reports if batch else reports[0]
+        return [(c, o, *self._biomarkers(c, o, b, measure, acquisition)) for c, o, b in zip(cfps, octs, marks)]
 
     @torch.inference_mode()
     def continuation_logprobs(

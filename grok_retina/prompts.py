@@ -45,6 +45,14 @@ def _text(text: str) -> dict[str, str]:
     return {"type": "text", "text": text}
 
 
+DIAGNOSIS_QUESTION = "What is the most likely diagnosis? Answer with the diagnosis only."
+
+
+def _placeholders(has_cfp: bool, has_oct: bool) -> list[dict[str, Any]]:
+    images = [{"type": "image", "modality": m} for m, present in (("cfp", has_cfp), ("oct", has_oct)) if present]
+    return [*images, {"type": "biomarkers"}]
+
+
 def build_student_messages(
     biomarkers: Mapping[str, object] | None, has_cfp: bool, has_oct: bool, question: str | None = None
 ) -> list[dict[str, Any]]:
@@ -53,12 +61,27 @@ def build_student_messages(
     of blocks, the TRL multimodal format; the processor's chat template turns ``{"type": "image", "modality": ...}``
     into image tokens and ``{"type": "biomarkers"}`` into the biomarker tokens of a model that has them (none
     otherwise)."""
-    images = [{"type": "image", "modality": m} for m, present in (("cfp", has_cfp), ("oct", has_oct)) if present]
     body = f"Quantitative biomarkers:\n{format_biomarkers(biomarkers)}\n\n{question or STUDENT_INSTRUCTION}"
     return [
         {"role": "system", "content": [_text(STUDENT_SYSTEM_PROMPT)]},
-        {"role": "user", "content": [*images, {"type": "biomarkers"}, _text(body)]},
+        {"role": "user", "content": [*_placeholders(has_cfp, has_oct), _text(body)]},
     ]
+
+
+def build_diagnosis_messages(has_cfp: bool, has_oct: bool) -> list[dict[str, Any]]:
+    """The short diagnosis question: the image and biomarker placeholders and `DIAGNOSIS_QUESTION`, without the
+    biomarker table (a model reads the biomarkers here only through its biomarker tokens, if it has them)."""
+    return [
+        {"role": "system", "content": [_text(STUDENT_SYSTEM_PROMPT)]},
+        {"role": "user", "content": [*_placeholders(has_cfp, has_oct), _text(DIAGNOSIS_QUESTION)]},
+    ]
+
+
+def diagnosis_answer(label: str, dr_grade: str | None = None, dme: str | None = None) -> str:
+    """The answer to `DIAGNOSIS_QUESTION`: the diagnosis in words (with the DR grade and DME status when given)."""
+    check_dr_dme(label, dr_grade, dme)
+    words = dr_dme_diagnosis(dr_grade, dme) if dme is not None else LABEL_DISPLAY[label]
+    return f"{words[0].upper()}{words[1:]}."
 
 
 # --- Teacher (Stage I) ---------------------------------------------------------------------------------

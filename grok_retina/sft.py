@@ -19,6 +19,7 @@ from modeling_grok.configuration_grok import VIT_LARGE_PATCH16_224, VIT_TINY_TES
 from modeling_grok.modeling_aligner import OCT_TOWER_CONFIG
 from processing.biomarkers import BIOMARKER_NAMES
 
+from .diagnosis_questions import with_diagnosis_questions
 from .smollm2 import smollm2_gguf
 from .tiny_backbone import tiny_text_model, train_tokenizer
 from .training import GrokSFTConfig, GrokSFTTrainer, grok_lora_config
@@ -82,9 +83,9 @@ def load_sft_dataset(script_args: ScriptArguments) -> DatasetDict:
 
 def _chat_texts(dataset: Dataset, limit: int = 2000) -> list[str]:
     """The texts a tiny tokenizer is fitted on: the instruction and the first ``limit`` conversations."""
-    from .prompts import STUDENT_INSTRUCTION, STUDENT_SYSTEM_PROMPT
+    from .prompts import DIAGNOSIS_QUESTION, STUDENT_INSTRUCTION, STUDENT_SYSTEM_PROMPT
 
-    texts = [STUDENT_SYSTEM_PROMPT, STUDENT_INSTRUCTION]
+    texts = [STUDENT_SYSTEM_PROMPT, STUDENT_INSTRUCTION, DIAGNOSIS_QUESTION]
     for row in dataset.select(range(min(limit, len(dataset)))):
         for message in row["prompt"] + row["completion"]:
             texts += [block["text"] for block in message["content"] if block.get("type") == "text" and block.get("text")]
@@ -172,6 +173,8 @@ def run_sft(
     evaluation = data.get(script_args.dataset_test_split) if training_args.eval_strategy != "no" else None
     model, processor = build_model_and_processor(model_args, components, train)
     model.freeze_vision_towers()
+    if training_args.diagnosis_questions:
+        train = with_diagnosis_questions(train)
     peft_config = (
         grok_lora_config(model, r=model_args.lora_r, alpha=model_args.lora_alpha, dropout=model_args.lora_dropout)
         if model_args.use_peft else None

@@ -3,7 +3,9 @@ the trainer."""
 
 from __future__ import annotations
 
+import random
 import re
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -23,6 +25,38 @@ class GrokSFTConfig(SFTConfig):
     projector_lr: float | None = field(
         default=2e-5, metadata={"help": "Learning rate of the CFP/OCT projectors (None: the main learning rate)."}
     )
+    diagnosis_questions: bool = field(
+        default=False,
+        metadata={"help": "Train on one short diagnosis question per eye besides its report (pair with "
+                          "train_sampling_strategy=group_by_length so questions and reports batch apart)."},
+    )
+
+
+class LengthBucketSampler(torch.utils.data.Sampler[int]):
+    """Batches of similar length in random order: each epoch shuffles the indices, sorts each run of
+    ``50 * batch_size`` by length, cuts it into batches and shuffles all the batches. (transformers'
+    `LengthGroupedSampler` keeps each run's batches sorted, so short and long batches come in long streaks.)"""
+
+    def __init__(self, lengths: Sequence[int], batch_size: int, seed: int = 0, group: int = 50):
+        self.lengths, self.batch_size, self.seed, self.group, self.epoch = list(lengths), batch_size, seed, group, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def __iter__(self) -> Iterator[int]:
+        rng = random.Random(self.seed * 1_000_003 + self.epoch)
+        order = list(range(len(self.lengths)))
+        rng.shuffle(order)
+        run = self.group * self.batch_size
+        batches = []
+        for start in range(0, len(order), run):
+            chunk = sorted(order[start : start + run], key=self.lengths.__getitem__)
+            batches += [chunk[i : i + self.batch_size] for i in range(0, len(chunk), self.batch_size)]
+        rng.shuffle(batches)
+        return iter([index for batch in batches for index in batch])
 
 
 def language_model_linear_targets(model: nn.Module) -> str:
@@ -78,8 +112,16 @@ class GrokSFTTrainer(SFTTrainer):
 
     def _set_signature_columns_if_needed(self):
         super()._set_signature_columns_if_needed()
-        if "biomarkers" not in self._signature_columns:
-            self._signature_columns = [*self._signature_columns, "biomarkers"]
+        extra = ("biomarkers", self.args.length_column_name)
+        self._signature_columns = [*self._signature_columns, *(c for c in extra if c not in self._signature_columns)]
+
+    def _get_train_sampler(self, train_dataset=None):
+        dataset = self.train_dataset if train_dataset is None else train_dataset
+        column = self.args.length_column_name
+        if self.args.train_sampling_strategy == "group_by_length" and column in getattr(dataset, "column_names", ()):
+            return LengthBucketSampler(dataset[column], self.args.train_batch_size * self.args.gradient_accumulation_steps,
+                                       seed=self.args.seed)
+        return super()._get_train_sampler(train_dataset)
 
     def create_optimizer(self, *args, **kwargs):
         projector_lr = getattr(self.args, "projector_lr", None)

@@ -37,6 +37,9 @@ class EvaluateArguments:
     conditioning_rows: int = field(
         default=64, metadata={"help": "Stage I rows (prompt, completion, images) scored with their own and with another "
                                       "eye's inputs for the conditioning gap; 0 turns it off."})
+    diagnosis_question: bool = field(
+        default=False, metadata={"help": "Also score the short diagnosis question's answers (models trained with "
+                                         "diagnosis_questions)."})
 
 
 def _sft_rows(dataset, n: int):
@@ -62,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         pipeline, samples_from_dataset(dataset), model_name=args.model, dataset_name=args.dataset,
         split=args.split or "all", out_dir=args.out, judge=judge, ablation=args.ablation,
         batch_size=args.batch_size, embeddings=args.embeddings, dme_likelihood=args.dme_likelihood,
-        conditioning_rows=_sft_rows(dataset, args.conditioning_rows),
+        conditioning_rows=_sft_rows(dataset, args.conditioning_rows), diagnosis_question=args.diagnosis_question,
     )
     print(result.to_markdown())
     baselines = Path(args.out) / "baselines.md"

@@ -23,9 +23,12 @@ def test_quickstart_small_end_to_end_and_resume(tmp_path, capsys):
     example = json.loads((out / "example_report.json").read_text())
     assert example["true_label"] and len(example["assessments"]) == 37
     printed = capsys.readouterr().out
-    assert 0 < summary["p_value_vs_chance"] <= 1
-    assert summary["chance_macro_f1"] == results["sections"]["diagnosis"]["chance_macro_f1"]
-    for line in ("Held-out macro-F1", "permutation p =", "=== Stage 6/6", "Conditioning: completion loss"):
+    for name, section in (("report_diagnosis", "diagnosis"), ("diagnosis_question", "diagnosis_question")):
+        assert 0 < summary[name]["p_value_vs_chance"] <= 1
+        assert summary[name]["chance_macro_f1"] == results["sections"][section]["chance_macro_f1"]
+    assert results["sections"]["diagnosis_question"]["n"] == 8
+    for line in ("macro-F1 of the short answers to the diagnosis question", "macro-F1 of the diagnoses named by the "
+                 "reports' conclusions", "permutation p =", "=== Stage 6/6", "Conditioning: completion loss"):
         assert line in printed
     gap = summary["conditioning"]
     assert gap["n"] == 8 and 0 < gap["own_loss"] < 20 and gap["gap"] == pytest.approx(gap["other_loss"] - gap["own_loss"])

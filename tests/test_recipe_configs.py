@@ -27,6 +27,8 @@ def test_sft_presets_parse(name, tmp_path):
     raw = yaml.safe_load((CONFIGS / name).read_text())
     assert training.learning_rate == raw["learning_rate"] and training.projector_lr == raw["projector_lr"]
     assert components.text_model == raw["text_model"] and model.use_peft == raw["use_peft"]
+    assert training.diagnosis_questions == raw.get("diagnosis_questions", False)
+    assert training.train_sampling_strategy == raw.get("train_sampling_strategy", "random")
 
 
 def test_paper_preset_is_the_papers_recipe(tmp_path):
@@ -36,6 +38,7 @@ def test_paper_preset_is_the_papers_recipe(tmp_path):
     assert (training.learning_rate, training.projector_lr, training.num_train_epochs) == (2e-4, 2e-5, 4)
     assert training.lr_scheduler_type == "cosine" and training.warmup_steps == pytest.approx(0.03)
     assert components.text_model == "Qwen/Qwen2-7B-Instruct" and components.towers == "vit_large"
+    assert not training.diagnosis_questions  # the paper trains on reports only
 
 
 @pytest.mark.parametrize("name", ["accelerate_ddp.yaml", "accelerate_fsdp.yaml", "accelerate_zero2.yaml", "accelerate_cpu_2proc.yaml"])

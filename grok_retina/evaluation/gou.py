@@ -16,6 +16,7 @@ from ..prompts import REPORT_SECTIONS
 from ..report_parsing import parse_dr_grade, text_before_conclusion
 from .ablation import MODALITY_SETTINGS, AblationResult, run_modality_ablation
 from .benchmark import evaluate_reports
+from .classification import diagnosis_metrics
 from .conditioning import conditioning_gap
 from .dme_dr import dr_dme_baselines
 from .judge import RubricJudge
@@ -101,6 +102,17 @@ def generate_reports(
     return reports
 
 
+def diagnosis_answers(pipeline, samples: Sequence[GOUSample], batch_size: int = 16) -> list[str | None]:
+    """The label each sample's answer to the short diagnosis question names (`GrokPipeline.diagnose`)."""
+    labels: list[str | None] = []
+    for start in tqdm(range(0, len(samples), batch_size), desc="Diagnosis questions", unit="batch"):
+        chunk = samples[start : start + batch_size]
+        answers = pipeline.diagnose(cfp=[s.cfp for s in chunk], oct=[s.oct for s in chunk],
+                                    biomarkers=[s.biomarkers for s in chunk], batch=True)
+        labels += [answer.label for answer in answers]
+    return labels
+
+
 def evaluate_model(
     pipeline,
     samples: Sequence[GOUSample],
@@ -115,13 +127,16 @@ def evaluate_model(
     embeddings: bool = True,
     dme_likelihood: bool = True,
     conditioning_rows: Sequence[dict] | None = None,
+    diagnosis_question: bool = False,
 ) -> tuple[EvaluationResult, AblationResult | None]:
     """Score ``pipeline`` on ``samples``; with ``ablation`` also OCT-only and CFP-only (written to ablation.*).
 
     When every sample has a DME status (a graded set), the ``dme`` and ``dr_grade`` sections are added (DME
     ROC AUC from `dme_likelihood_scores` when ``dme_likelihood``, else from the parsed call) and the trivial
     baselines on the same eyes are written to baselines.json / baselines.md. ``conditioning_rows`` (Stage I
-    SFT rows) add the ``conditioning`` section: `conditioning_gap` of the model on them.
+    SFT rows) add the ``conditioning`` section: `conditioning_gap` of the model on them. ``diagnosis_question``
+    (for a model trained with diagnosis questions) adds ``diagnosis_question``: the same diagnosis metrics for
+    its short answers (`diagnosis_answers`).
     """
     labels = [s.label for s in samples]
     references = [s.reference for s in samples] if all(s.reference for s in samples) else None
@@ -153,6 +168,9 @@ def evaluate_model(
     if conditioning_rows is not None:
         gap = conditioning_gap(pipeline.model, pipeline.processor, conditioning_rows, batch_size=batch_size)
         evaluation.sections["conditioning"] = gap.to_dict()
+    if diagnosis_question:
+        answered = diagnosis_answers(pipeline, samples, batch_size)
+        evaluation.sections["diagnosis_question"] = {**diagnosis_metrics(answered, labels, LABELS), "predictions": answered}
     out_dir = Path(out_dir)
     evaluation.write(out_dir)
     if graded:

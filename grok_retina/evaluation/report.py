@@ -55,6 +55,7 @@ HEADLINE_KEYS: dict[str, tuple[str, str]] = {
 
 SECTION_TITLES: dict[str, str] = {
     "diagnosis": "Diagnosis",
+    "diagnosis_question": "Diagnosis question (short answer)",
     "dme": "DME",
     "dr_grade": "DR grade",
     "text": "Report text",
