@@ -101,8 +101,9 @@ class GrokDataCollator(DataCollatorForVisionLanguageModeling):
 
 
 class GrokSFTTrainer(SFTTrainer):
-    """`SFTTrainer` whose optimizer gives the projectors their own learning rate (towers stay frozen) and whose
-    collator passes each row's biomarker vector to models with biomarker tokens."""
+    """`SFTTrainer` whose optimizer gives the projectors their own learning rate (towers stay frozen), whose
+    collator passes each row's biomarker vector to models with biomarker tokens, and which batches a dataset
+    with a length column by `LengthBucketSampler` under ``train_sampling_strategy="group_by_length"``."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
