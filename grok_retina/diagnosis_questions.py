@@ -12,39 +12,27 @@ from typing import Any
 
 from datasets import Dataset, concatenate_datasets
 
-from processing.labels import LABELS, dr_dme_names, label_index
+from processing.labels import dr_dme_names, label_name
 
 from .prompts import build_diagnosis_messages, diagnosis_answer
-
-LENGTH_COLUMN = "length"
-
-
-def _text_length(row: dict[str, Any]) -> int:
-    return sum(len(block.get("text") or "") for message in row["prompt"] + row["completion"] for block in message["content"])
-
-
-def _label_name(value: int | str) -> str:
-    return LABELS[value] if isinstance(value, int) else LABELS[label_index(value)]
 
 
 def _question_row(row: dict[str, Any]) -> dict[str, Any]:
     modalities = [block.get("modality") for message in row["prompt"] for block in message["content"]
                   if block.get("type") == "image"]
     dr_grade, dme = dr_dme_names(row.get("dr_grade"), row.get("dme"))
-    answer = diagnosis_answer(_label_name(row["label"]), dr_grade, dme)
-    question = {
+    answer = diagnosis_answer(label_name(row["label"]), dr_grade, dme)
+    return {
         "prompt": build_diagnosis_messages(has_cfp="cfp" in modalities, has_oct="oct" in modalities),
         "completion": [{"role": "assistant", "content": [{"type": "text", "text": answer}]}],
     }
-    return {**question, LENGTH_COLUMN: _text_length(question)}
 
 
 def with_diagnosis_questions(dataset: Dataset) -> Dataset:
     """``dataset`` (Stage I rows: prompt, completion, images, label, ...) followed by one diagnosis question per
-    row, both with a ``length`` column (characters of text) for length-grouped batches."""
+    row (train with ``train_sampling_strategy="group_by_length"`` to batch questions and reports apart)."""
     missing = {"prompt", "completion", "images", "label"} - set(dataset.column_names)
     if missing:
         raise ValueError(f"Diagnosis questions need the Stage I columns {sorted(missing)}; is this a `grok-retina instruct` dataset?")
-    reports = dataset.map(lambda row: {LENGTH_COLUMN: _text_length(row)}, desc="Measuring reports")
-    questions = dataset.map(_question_row, features=reports.features, desc="Adding diagnosis questions")
-    return concatenate_datasets([reports, questions])
+    questions = dataset.map(_question_row, features=dataset.features, desc="Adding diagnosis questions")
+    return concatenate_datasets([dataset, questions])

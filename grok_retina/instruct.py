@@ -36,7 +36,7 @@ from datasets import Dataset, Features, Image, List, Value, load_from_disk
 from tqdm.auto import tqdm
 
 from processing.biomarkers import validate_biomarkers
-from processing.labels import LABELS, dr_dme_names, label_index
+from processing.labels import dr_dme_names, label_name
 
 from .prompts import build_student_messages
 from .teachers.base import Teacher, TeacherError, TeacherFormatError, TeacherSample, Usage
@@ -130,8 +130,7 @@ def plan_jobs(dataset: Dataset, teacher: Teacher, limit: int | None = None) -> l
         if sample_id in seen:
             raise ValueError(f"Duplicate id {sample_id!r} in the dataset; ids must be unique for resumable runs.")
         seen.add(sample_id)
-        label = row["label"]
-        label = LABELS[label] if isinstance(label, int) and 0 <= label < len(LABELS) else LABELS[label_index(label)]
+        label = label_name(row["label"])
         biomarkers = validate_biomarkers(row["biomarkers"], where=f"sample {sample_id}")
         dr_grade, dme = dr_dme_names(row.get("dr_grade"), row.get("dme"))
         sample = TeacherSample(sample_id, biomarkers, label, row.get("age"), dr_grade=dr_grade, dme=dme)

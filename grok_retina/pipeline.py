@@ -138,11 +138,8 @@ class GrokPipeline:
         **generate_kwargs,
     ) -> GrokReport | list[GrokReport]:
         prepared = self._prepare(cfp, oct, biomarkers, batch, measure, acquisition)
-        inputs = self._inputs([(c, o, values) for c, o, values, _ in prepared])
-        generate_kwargs = {"max_new_tokens": self.max_new_tokens, "do_sample": False, **generate_kwargs}
-        output = self.model.generate(**inputs, **generate_kwargs)
-        texts = self.processor.batch_decode(output[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
-        reports = [self.report(text.strip(), values, source) for text, (_, _, values, source) in zip(texts, prepared)]
+        texts = self._generate(prepared, **{"max_new_tokens": self.max_new_tokens, **generate_kwargs})
+        reports = [self.report(text, values, source) for text, (_, _, values, source) in zip(texts, prepared)]
         return reports if self._is_batch(cfp, biomarkers, batch) else reports[0]
 
     @torch.inference_mode()
@@ -160,11 +157,17 @@ class GrokPipeline:
         tokens, no biomarker table), for a model trained with diagnosis questions (``diagnosis_questions``).
         Inputs and batching as for a report."""
         prepared = self._prepare(cfp, oct, biomarkers, batch, measure, acquisition)
-        inputs = self._inputs([(c, o, values) for c, o, values, _ in prepared], question=True)
-        output = self.model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
-        texts = self.processor.batch_decode(output[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
-        answers = [GrokDiagnosis(text.strip(), parse_label(text.strip())) for text in texts]
+        texts = self._generate(prepared, question=True, max_new_tokens=max_new_tokens)
+        answers = [GrokDiagnosis(text, parse_label(text)) for text in texts]
         return answers if self._is_batch(cfp, biomarkers, batch) else answers[0]
+
+    def _generate(self, prepared: list[tuple], question: bool = False, **generate_kwargs) -> list[str]:
+        """Greedy (unless told otherwise) answers for `_prepare`'s samples, stripped: reports, or with ``question``
+        the short diagnosis answers."""
+        inputs = self._inputs([(c, o, values) for c, o, values, _ in prepared], question=question)
+        output = self.model.generate(**inputs, **{"do_sample": False, **generate_kwargs})
+        texts = self.processor.batch_decode(output[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
+        return [text.strip() for text in texts]
 
     @staticmethod
     def _is_batch(cfp: Any, biomarkers: Any, batch: bool | None) -> bool:

@@ -111,7 +111,8 @@ def run_quickstart(args: QuickstartArguments) -> dict:
                 learning_rate=2e-3, projector_lr=2e-3, lr_scheduler_type="cosine", warmup_steps=0.03,
                 logging_steps=20, save_strategy="epoch", save_total_limit=1, report_to=[], use_cpu=True, bf16=False,
                 max_length=None, dataloader_num_workers=0, seed=args.seed,
-                diagnosis_questions=args.diagnosis_questions, train_sampling_strategy="group_by_length",
+                diagnosis_questions=args.diagnosis_questions,
+                train_sampling_strategy="group_by_length" if args.diagnosis_questions else "random",
             )
             components = GrokComponentArguments(
                 text_model="tiny", towers="tiny", tokens_per_image=16, tiny_vocab_size=4096,

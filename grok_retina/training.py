@@ -23,13 +23,19 @@ class GrokSFTConfig(SFTConfig):
     """`SFTConfig` plus GROK's projector learning rate (paper: LoRA 2e-4, projectors 2e-5)."""
 
     projector_lr: float | None = field(
-        default=2e-5, metadata={"help": "Learning rate of the CFP/OCT projectors (None: the main learning rate)."}
+        default=2e-5, metadata={"help": "Learning rate of the projectors: CFP, OCT and biomarkers (None: the main "
+                                        "learning rate)."}
     )
     diagnosis_questions: bool = field(
         default=False,
         metadata={"help": "Train on one short diagnosis question per eye besides its report (pair with "
                           "train_sampling_strategy=group_by_length so questions and reports batch apart)."},
     )
+
+
+def conversation_length(prompt: list[dict], completion: list[dict]) -> int:
+    """Characters of text in a prompt-completion row (its length for `LengthBucketSampler`)."""
+    return sum(len(block.get("text") or "") for message in prompt + completion for block in message["content"])
 
 
 class LengthBucketSampler(torch.utils.data.Sampler[int]):
@@ -102,8 +108,9 @@ class GrokDataCollator(DataCollatorForVisionLanguageModeling):
 
 class GrokSFTTrainer(SFTTrainer):
     """`SFTTrainer` whose optimizer gives the projectors their own learning rate (towers stay frozen), whose
-    collator passes each row's biomarker vector to models with biomarker tokens, and which batches a dataset
-    with a length column by `LengthBucketSampler` under ``train_sampling_strategy="group_by_length"``."""
+    collator passes each row's biomarker vector to models with biomarker tokens, and which batches by
+    `LengthBucketSampler` under ``train_sampling_strategy="group_by_length"`` (lengths from the length column,
+    else `conversation_length` of each prompt-completion row)."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -118,9 +125,13 @@ class GrokSFTTrainer(SFTTrainer):
 
     def _get_train_sampler(self, train_dataset=None):
         dataset = self.train_dataset if train_dataset is None else train_dataset
-        column = self.args.length_column_name
-        if self.args.train_sampling_strategy == "group_by_length" and column in getattr(dataset, "column_names", ()):
-            return LengthBucketSampler(dataset[column], self.args.train_batch_size * self.args.gradient_accumulation_steps,
+        columns = getattr(dataset, "column_names", ())
+        if self.args.train_sampling_strategy == "group_by_length" and (
+            self.args.length_column_name in columns or {"prompt", "completion"} <= set(columns)
+        ):
+            lengths = (dataset[self.args.length_column_name] if self.args.length_column_name in columns
+                       else [conversation_length(p, c) for p, c in zip(dataset["prompt"], dataset["completion"])])
+            return LengthBucketSampler(lengths, self.args.train_batch_size * self.args.gradient_accumulation_steps,
                                        seed=self.args.seed)
         return super()._get_train_sampler(train_dataset)
 

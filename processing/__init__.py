@@ -12,7 +12,7 @@ from .biomarkers import (
     get_biomarker,
     validate_biomarkers,
 )
-from .labels import LABELS, label_index
+from .labels import LABELS, label_index, label_name
 
 __all__ = [
     "BIOMARKERS",
@@ -26,5 +26,6 @@ __all__ = [
     "format_biomarkers",
     "get_biomarker",
     "label_index",
+    "label_name",
     "validate_biomarkers",
 ]

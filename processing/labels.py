@@ -46,6 +46,13 @@ def label_index(label: str) -> int:
         raise ValueError(f"Unknown label {label!r}; valid labels are {', '.join(LABELS)}.") from None
 
 
+def label_name(label: int | str) -> str:
+    """A label given as its index in `LABELS` (a ClassLabel value) or as its name, checked."""
+    if isinstance(label, int) and 0 <= label < len(LABELS):
+        return LABELS[label]
+    return LABELS[label_index(label)]
+
+
 # --- DR grade and DME status (the real DME/DR set, `processing.dme_dr`) --------------------------------
 DR_GRADES: tuple[str, ...] = ("0", "NPDR", "PDR")
 DME_STATUSES: tuple[str, ...] = ("no", "yes")

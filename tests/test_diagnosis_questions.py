@@ -4,11 +4,11 @@ batches they train in, and `GrokPipeline.diagnose`."""
 import pytest
 from datasets import Dataset
 
-from grok_retina.diagnosis_questions import LENGTH_COLUMN, with_diagnosis_questions
+from grok_retina.diagnosis_questions import with_diagnosis_questions
 from grok_retina.pipeline import GrokDiagnosis, GrokPipeline
 from grok_retina.prompts import DIAGNOSIS_QUESTION, build_diagnosis_messages, build_student_messages, diagnosis_answer
 from grok_retina.report_parsing import parse_dme, parse_dr_grade, parse_label
-from grok_retina.training import GrokSFTConfig, GrokSFTTrainer, LengthBucketSampler
+from grok_retina.training import GrokSFTConfig, GrokSFTTrainer, LengthBucketSampler, conversation_length
 from processing.labels import DME_STATUSES, DR_GRADES, LABELS
 from tests.tiny_components import fundus_image, oct_image, tiny_model_and_processor
 
@@ -59,7 +59,8 @@ def test_with_diagnosis_questions_adds_one_question_per_eye():
         assert modalities == (["cfp", "oct"] if len(report["images"]) == 2 else ["cfp"])
         assert question["prompt"][-1]["content"][-1]["text"] == DIAGNOSIS_QUESTION
         assert parse_label(question["completion"][0]["content"][0]["text"]) == LABELS[question["label"]]
-        assert 0 < question[LENGTH_COLUMN] < report[LENGTH_COLUMN] // 3
+        lengths = [conversation_length(row["prompt"], row["completion"]) for row in (question, report)]
+        assert 0 < lengths[0] < lengths[1] // 3
     with pytest.raises(ValueError, match=r"\['label'\]"):
         with_diagnosis_questions(stage1.remove_columns("label"))
 
@@ -81,12 +82,16 @@ def test_length_buckets_make_even_batches_in_a_new_order_each_epoch():
 
 def test_trainer_uses_length_buckets_for_group_by_length(tmp_path):
     model, processor = tiny_model_and_processor()
-    mixed = with_diagnosis_questions(_stage1(8))
     args = GrokSFTConfig(output_dir=str(tmp_path), max_steps=2, per_device_train_batch_size=4, report_to=[],
                          use_cpu=True, max_length=None, save_strategy="no", train_sampling_strategy="group_by_length")
-    trainer = GrokSFTTrainer(model=model, args=args, train_dataset=mixed, processing_class=processor)
-    sampler = trainer._get_train_sampler()
-    assert isinstance(sampler, LengthBucketSampler) and sampler.lengths == mixed[LENGTH_COLUMN]
+    for data in (with_diagnosis_questions(_stage1(8)), _stage1(8)):  # with questions, and reports only
+        trainer = GrokSFTTrainer(model=model, args=args, train_dataset=data, processing_class=processor)
+        sampler = trainer._get_train_sampler()
+        assert isinstance(sampler, LengthBucketSampler)
+        assert sampler.lengths == [conversation_length(p, c) for p, c in zip(data["prompt"], data["completion"])]
+    explicit = _stage1(8).add_column("length", list(range(8, 0, -1)))  # a length column wins, as in transformers
+    trainer = GrokSFTTrainer(model=model, args=args, train_dataset=explicit, processing_class=processor)
+    assert trainer._get_train_sampler().lengths == list(range(8, 0, -1))
     trainer.train()  # the length column reaches the sampler but not the model
     assert trainer.state.global_step == 2
 
