@@ -55,39 +55,55 @@ def generation(data: dict) -> Section:
         rows.append([r["preset"], r["batch"], f"{r['prompt_tokens']} ({r['image_tokens']} img)",
                      fmt(r["prefill_s"]["lm"], 1000), fmt(r["prefill_s"]["grok"], 1000),
                      fmt(r["decode_tokens_per_s"]["lm"]),
-                     fmt(r["decode_tokens_per_s"]["grok"]), fmt(r["decode_grok_over_lm"], digits=3)])
+                     fmt(r["decode_tokens_per_s"]["grok"]), fmt(r["decode_grok_over_lm"], digits=3),
+                     fmt(r["decode_grok_unregistered_over_lm"], digits=3)])
         ratio = r["decode_grok_over_lm"]
         figures.append((f"decode GROK / LM ({r['preset']}, batch {r['batch']})", ">= 0.95",
                         fmt(ratio, digits=3), ratio["median"] >= 0.95))
     md = table(["preset", "batch", "prompt tokens", "LM prefill ms", "GROK prefill ms", "LM decode tok/s",
-                "GROK decode tok/s", "GROK/LM decode"], rows)
+                "GROK decode tok/s", "GROK/LM decode", "same, class not registered for an auto class"], rows)
+    md += ("\n\nDecode tok/s: batch / the median decode step of a run. The last column is GROK with transformers' "
+           "per-step signature check for remote-code models skipped (its class unregistered for the run): the "
+           "difference to GROK/LM is that check's cost.")
     return md, figures
 
 
 def pooling(data: dict) -> Section:
-    thr, quality = data["throughput"], data["quality"]
-    rows = [[t, f"{thr[t]['mean_tokens_per_sample']:.0f}", fmt(thr[t]["samples_per_s"], digits=2),
-             fmt(thr[t]["tokens_per_s"], digits=0), fmt(thr[t]["speedup_over_196"], digits=2),
-             fmt(quality[t]["train_samples_per_s"], digits=2), fmt(quality[t]["heldout_loss"], digits=3),
+    thr, quality, b = data["throughput"], data["quality"], data["budget"]
+    kinds = ("report", "question", "mix")
+    rows = [[t, " / ".join(f"{thr[t][k]['mean_tokens_per_sample']:.0f}" for k in kinds[:2]),
+             *(fmt(thr[t][k]["samples_per_s"], digits=2) for k in kinds),
+             *(fmt(thr[t][k]["speedup_over_196"], digits=2) for k in kinds)] for t in thr]
+    md = table(["tokens/image", "tokens/sample (report / question)", "reports/s", "questions/s", "mix rows/s",
+                "speed-up: reports", "speed-up: questions", "speed-up: mix"], rows)
+    versus = data["macro_f1_vs_196"]
+    rows = [[t, fmt(quality[t]["train_samples_per_s"], digits=2), fmt(quality[t]["heldout_loss"], digits=3),
              fmt(quality[t]["heldout_token_accuracy"], digits=3),
              f"{fmt(quality[t]['macro_f1'], digits=3)} ({quality[t]['macro_f1']['min']:.3f}-"
-             f"{quality[t]['macro_f1']['max']:.3f})", f"{quality[t]['unparsed']['median']:.0f}"] for t in thr]
-    b = data["budget"]
-    md = table(["tokens/image", "tokens/sample", "SFT step samples/s", "tokens/s", "speed-up vs 196",
-                "trainer samples/s", "held-out loss", "held-out token acc.", "macro-F1 (min-max)",
-                f"unparsed of {b['n_test']}"], rows)
-    md += (f"\n\nBudget per setting and seed: {b['epochs']:g} epochs over {b['n_train']} phantom eyes, batch "
-           f"{b['batch']}; held-out metrics on {b['n_test']} eyes of other patients, seeds {b['seeds']}, "
-           f"reports of at most {b['max_new_tokens']} new tokens.")
-    speedup = thr["49"]["speedup_over_196"]
-    drop = quality["196"]["macro_f1"]["median"] - quality["49"]["macro_f1"]["median"]
-    unparsed = max(quality[t]["unparsed"]["median"] for t in ("196", "49"))
+             f"{quality[t]['macro_f1']['max']:.3f})", fmt(quality[t]["chance_macro_f1"], digits=3),
+             f"{quality[t]['unparsed']['median']:.0f}",
+             "; ".join(f"{100 * d['difference']:+.1f} [{100 * d['ci_low']:+.1f}, {100 * d['ci_high']:+.1f}]"
+                       for d in versus.get(t, [])) or "-"] for t in quality]
+    md += "\n\n" + table(["tokens/image", "trainer rows/s", "held-out report loss", "held-out token acc.",
+                           "answers macro-F1 (min-max)", "chance", f"unparsed of {b['n_test']}",
+                           "macro-F1 vs 196, points [95% CI] per seed"], rows)
+    md += (f"\n\nSFT step: one batch of {b['batch']} rows per kind; mix = a batch of reports and a batch of their "
+           f"diagnosis questions (Stage III's one question per eye). Quality per setting and seed: "
+           f"{b['epochs']:g} epochs over the reports and diagnosis questions of {b['n_train']} phantom eyes, batch "
+           f"{b['batch']}, {b['biomarker_tokens']} biomarker tokens; held-out metrics on {b['n_test']} eyes of other "
+           f"patients, seeds {b['seeds']}; macro-F1 of the answers to the diagnosis question, chance by permuted "
+           "labels, the difference to 196 tokens by a paired bootstrap over the same eyes.")
+    drop = [-d["difference"] for d in versus["49"]]
+    median_drop = sorted(drop)[len(drop) // 2]
     loss = {t: quality[t]["heldout_loss"]["median"] for t in ("196", "49")}
-    figures = [
-        ("SFT step throughput 49 vs 196 tokens/image", ">= 2x", fmt(speedup, digits=2), speedup["median"] >= 2.0),
-        ("macro-F1 drop 196 -> 49", "<= 1 point",
-         f"{100 * drop:+.1f} points ({unparsed:.0f}/{b['n_test']} reports unparsed)",
-         None if unparsed == b["n_test"] else drop <= 0.01),
+    figures = [(f"SFT step throughput 49 vs 196 tokens/image ({name})", ">= 2x",
+                fmt(thr["49"][kind]["speedup_over_196"], digits=2), thr["49"][kind]["speedup_over_196"]["median"] >= 2)
+               for kind, name in (("mix", "Stage III mix"), ("report", "reports"), ("question", "diagnosis questions"))]
+    figures += [
+        ("macro-F1 drop 196 -> 49 (diagnosis answers)", "<= 1 point",
+         f"{100 * median_drop:+.1f} points (196: {quality['196']['macro_f1']['median']:.3f}, 49: "
+         f"{quality['49']['macro_f1']['median']:.3f}, chance {quality['196']['chance_macro_f1']['median']:.3f})",
+         median_drop <= 0.01),
         ("held-out completion loss 196 -> 49 (lower is better)", "no higher", f"{loss['196']:.3f} -> {loss['49']:.3f}",
          loss["49"] <= loss["196"]),
     ]

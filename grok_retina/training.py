@@ -12,6 +12,7 @@ from typing import Any
 import torch
 from peft import LoraConfig
 from torch import nn
+from torch.utils.data import SequentialSampler
 from trl import SFTConfig, SFTTrainer
 from trl.trainer.sft_trainer import DataCollatorForVisionLanguageModeling
 
@@ -134,6 +135,12 @@ class GrokSFTTrainer(SFTTrainer):
             return LengthBucketSampler(lengths, self.args.train_batch_size * self.args.gradient_accumulation_steps,
                                        seed=self.args.seed)
         return super()._get_train_sampler(train_dataset)
+
+    def _get_eval_sampler(self, eval_dataset):
+        # transformers would group evaluation by length too, which needs input_ids rows; evaluation keeps its order
+        if self.args.train_sampling_strategy == "group_by_length" and eval_dataset is not None:
+            return SequentialSampler(eval_dataset) if self.args.world_size <= 1 else None
+        return super()._get_eval_sampler(eval_dataset)
 
     def create_optimizer(self, *args, **kwargs):
         projector_lr = getattr(self.args, "projector_lr", None)

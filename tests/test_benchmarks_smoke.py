@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from benchmarks import bench_generation, bench_pooling, bench_train_step, report
+from modeling_grok import GrokForConditionalGeneration
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -38,16 +39,22 @@ def test_generation_json(results):
     data = json.loads((results / "generation.json").read_text())
     assert [r["batch"] for r in data["results"]] == [1, 4]
     for row in data["results"]:
-        assert set(row["decode_tokens_per_s"]) == set(row["prefill_s"]) == {"lm", "grok"}
-        assert row["decode_grok_over_lm"]["median"] > 0
+        assert set(row["decode_tokens_per_s"]) == set(row["prefill_s"]) == {"lm", "grok", "grok_unregistered"}
+        assert row["decode_grok_over_lm"]["median"] > 0 and row["decode_grok_unregistered_over_lm"]["median"] > 0
+    assert GrokForConditionalGeneration._auto_class == "AutoModelForImageTextToText"  # registration restored
 
 
 def test_pooling_json(results):
     data = json.loads((results / "pooling.json").read_text())
     assert set(data["throughput"]) == set(data["quality"]) == {"196", "49", "16"}
-    assert data["throughput"]["196"]["mean_tokens_per_sample"] > data["throughput"]["16"]["mean_tokens_per_sample"]
+    for kind in ("report", "question", "mix"):
+        tokens = {t: data["throughput"][t][kind]["mean_tokens_per_sample"] for t in ("196", "16")}
+        assert tokens["196"] - tokens["16"] == 2 * (196 - 16)  # two images per row, nothing else changed
+    assert data["throughput"]["196"]["question"]["mean_tokens_per_sample"] < data["throughput"]["196"]["report"][
+        "mean_tokens_per_sample"]
     assert [r["tokens_per_image"] for r in data["runs"]] == [196, 49, 16]
-    assert all(0 <= r["macro_f1"] <= 1 for r in data["runs"])
+    assert all(0 <= r["macro_f1"] <= 1 and len(r["answers"]) == len(r["references"]) == 2 for r in data["runs"])
+    assert [d["seed"] for d in data["macro_f1_vs_196"]["49"]] == [0]
 
 
 def test_memory_child_reports_peak_rss():

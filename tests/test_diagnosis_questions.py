@@ -90,10 +90,12 @@ def test_trainer_uses_length_buckets_for_group_by_length(tmp_path):
         assert isinstance(sampler, LengthBucketSampler)
         assert sampler.lengths == [conversation_length(p, c) for p, c in zip(data["prompt"], data["completion"])]
     explicit = _stage1(8).add_column("length", list(range(8, 0, -1)))  # a length column wins, as in transformers
-    trainer = GrokSFTTrainer(model=model, args=args, train_dataset=explicit, processing_class=processor)
+    trainer = GrokSFTTrainer(model=model, args=args, train_dataset=explicit, processing_class=processor,
+                             eval_dataset=_stage1(3))
     assert trainer._get_train_sampler().lengths == list(range(8, 0, -1))
     trainer.train()  # the length column reaches the sampler but not the model
     assert trainer.state.global_step == 2
+    assert trainer.evaluate()["eval_loss"] > 0  # evaluation is not length-grouped (transformers' needs input_ids)
 
 
 @pytest.fixture(scope="module")

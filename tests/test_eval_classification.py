@@ -9,6 +9,7 @@ from grok_retina.evaluation.classification import (
     binary_metrics,
     diagnosis_metrics,
     macro_f1,
+    macro_f1_difference,
     macro_f1_vs_chance,
     per_class_metrics,
     roc_auc,
@@ -119,6 +120,23 @@ def test_chance_level_of_perfect_constant_and_independent_predictions():
     independent = [rng.choice(LABELS4) for _ in refs]
     assert macro_f1_vs_chance(independent, refs, LABELS4)["p_value_vs_chance"] > 0.05
     assert macro_f1_vs_chance(independent, refs, LABELS4, seed=3) == macro_f1_vs_chance(independent, refs, LABELS4, seed=3)
+
+
+def test_macro_f1_difference_with_paired_bootstrap_interval():
+    refs = [label for label in LABELS4 for _ in range(10)]
+    rng = random.Random(2)
+    noisy = [r if rng.random() < 0.5 else rng.choice(LABELS4) for r in refs]
+    same = macro_f1_difference(noisy, noisy, refs, LABELS4)
+    assert same == {"difference": 0.0, "ci_low": 0.0, "ci_high": 0.0}  # paired: identical answers never differ
+    better = macro_f1_difference(noisy, refs, refs, LABELS4, n_resamples=500)
+    assert better["difference"] == pytest.approx(1 - macro_f1(noisy, refs, LABELS4))
+    assert 0 < better["ci_low"] < better["difference"] < better["ci_high"] <= 1
+    worse = macro_f1_difference(refs, noisy, refs, LABELS4, n_resamples=500)
+    assert worse["difference"] == pytest.approx(-better["difference"]) and worse["ci_high"] < 0
+    one_flip = macro_f1_difference(refs, [*refs[:-1], "A"], refs, LABELS4)  # one answer of 40 changed
+    assert one_flip["ci_low"] < one_flip["difference"] < 0 and one_flip["ci_high"] == 0.0
+    with pytest.raises(ValueError, match="predictions has 39 items"):
+        macro_f1_difference(refs, refs[:-1], refs, LABELS4)
 
 
 def test_chance_level_is_in_diagnosis_metrics_and_unparsed_reports_never_match():

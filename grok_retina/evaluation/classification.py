@@ -102,6 +102,32 @@ def macro_f1_vs_chance(
     return {"chance_macro_f1": sum(null) / len(null), "p_value_vs_chance": (1 + at_least) / (1 + n_permutations)}
 
 
+def macro_f1_difference(
+    predictions_a: Sequence[Hashable | None],
+    predictions_b: Sequence[Hashable | None],
+    references: Sequence[Hashable],
+    labels: Sequence[Hashable],
+    n_resamples: int = 1000,
+    seed: int = 0,
+) -> dict[str, float]:
+    """Macro-F1 of ``predictions_b`` minus that of ``predictions_a`` on the same samples, with a paired bootstrap
+    95% interval (``ci_low``, ``ci_high``): the samples are resampled with replacement, both models scored on
+    each resample."""
+    _check(predictions_a, references, labels)
+    _check(predictions_b, references, labels)
+    if n_resamples < 1:
+        raise ValueError(f"n_resamples must be at least 1, got {n_resamples}.")
+    rng, n, differences = random.Random(seed), len(references), []
+    for _ in range(n_resamples):
+        picked = [rng.randrange(n) for _ in range(n)]
+        refs = [references[i] for i in picked]
+        differences.append(macro_f1([predictions_b[i] for i in picked], refs, labels)
+                           - macro_f1([predictions_a[i] for i in picked], refs, labels))
+    differences.sort()
+    return {"difference": macro_f1(predictions_b, references, labels) - macro_f1(predictions_a, references, labels),
+            "ci_low": differences[int(0.025 * n_resamples)], "ci_high": differences[int(0.975 * n_resamples) - 1]}
+
+
 def confusion_matrix(
     predictions: Sequence[Hashable | None], references: Sequence[Hashable], labels: Sequence[Hashable]
 ) -> list[list[int]]:
