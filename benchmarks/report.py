@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 from pathlib import Path
 from typing import Callable
@@ -93,8 +94,7 @@ def pooling(data: dict) -> Section:
            f"{b['batch']}, {b['biomarker_tokens']} biomarker tokens; held-out metrics on {b['n_test']} eyes of other "
            f"patients, seeds {b['seeds']}; macro-F1 of the answers to the diagnosis question, chance by permuted "
            "labels, the difference to 196 tokens by a paired bootstrap over the same eyes.")
-    drop = [-d["difference"] for d in versus["49"]]
-    median_drop = sorted(drop)[len(drop) // 2]
+    median_drop = statistics.median(-d["difference"] for d in versus["49"])
     loss = {t: quality[t]["heldout_loss"]["median"] for t in ("196", "49")}
     figures = [(f"SFT step throughput 49 vs 196 tokens/image ({name})", ">= 2x",
                 fmt(thr["49"][kind]["speedup_over_196"], digits=2), thr["49"][kind]["speedup_over_196"]["median"] >= 2)
