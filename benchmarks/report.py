@@ -111,6 +111,29 @@ def pooling(data: dict) -> Section:
     return md, figures
 
 
+def sft_throughput(data: dict) -> Section:
+    rows = []
+    for r in data["results"]:
+        extra = f" + {r['biomarker_tokens']} biomarker" if r["biomarker_tokens"] else ""
+        rows.append([r["preset"], r["device"], r["dtype"], f"{r['batch']} x {r['sequence']}",
+                     f"{r['image_tokens']} image{extra} + {r['text_tokens']} text",
+                     f"r {r['lora_r']}" + (", checkpointing" if r["gradient_checkpointing"] else ""),
+                     fmt(r["step_s"], 1000), fmt(r["tokens_per_s"], digits=0), fmt(r["samples_per_s"], digits=2),
+                     f"{r['flops_per_step'] / 1e12:.3g}", fmt(r["achieved_tflops"], digits=3),
+                     f"{r['peak_tflops']:.3g} ({r['peak_source']})", fmt(r["mfu"], 100, digits=1),
+                     f"{r['peak_memory_mib']:.0f} ({r['peak_memory_kind']})"])
+    md = table(["preset", "device", "dtype", "batch x seq", "tokens/row", "LoRA", "step ms", "tokens/s",
+                "rows/s", "TFLOP/step", "TFLOP/s", "peak TFLOP/s", "MFU %", "peak memory MiB"], rows)
+    md += ("\n\nOne LoRA SFT step (forward + backward + AdamW) on report rows, towers frozen, projectors trained. "
+           "Model FLOPs counted by torch's FlopCounterMode without recomputation (attention at its full square); "
+           "MFU = those FLOPs per second / the peak. Commands: "
+           + "; ".join(f"`{r['command']}`" for r in data["results"] if "command" in r) + ".")
+    paper = [r for r in data["results"] if r["preset"] == "paper" and r["device"] != "cpu"]
+    measured = (f"{paper[-1]['tokens_per_s']['median']:.0f} tokens/s, MFU {100 * paper[-1]['mfu']['median']:.1f}% "
+                f"({paper[-1]['device']})" if paper else "no GPU lent")
+    return md, [("paper preset SFT tokens/s and MFU on a GPU", "measured", measured, True if paper else None)]
+
+
 def stage1(data: dict) -> Section:
     rows = [[r["concurrency"], r["samples"], f"{r['requests_per_s']:.1f}", f"{r['samples_per_s']:.1f}"]
             for r in data["results"]]
@@ -173,6 +196,7 @@ RENDERERS: dict[str, tuple[str, Callable[[dict], Section]]] = {
     "train_step": ("Training step: GROK vs LLaVA (LoRA SFT, forward + backward)", train_step),
     "generation": ("Generation: GROK vs the bare language model", generation),
     "pooling": ("Image-token pooling: SFT throughput and phantom macro-F1", pooling),
+    "sft_throughput": ("Stage III SFT throughput and MFU", sft_throughput),
     "stage1": ("Stage I throughput", stage1),
     "phantom": ("Phantom generation throughput", phantom),
     "measure": ("Stage 0 biomarker measurement speed", measure),

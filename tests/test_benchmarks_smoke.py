@@ -2,13 +2,15 @@
 (no timing assertions: timings belong in the benchmarks), and report.py renders them all. The scripts run
 in this process (their ``main``) to share one import of torch and transformers."""
 
+import dataclasses
 import json
 from pathlib import Path
 
 import pytest
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
-from benchmarks import bench_generation, bench_pooling, bench_train_step, report
+from benchmarks import bench_generation, bench_pooling, bench_sft_throughput, bench_train_step, report
 from modeling_grok import GrokForConditionalGeneration
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -22,6 +24,8 @@ def results(tmp_path_factory) -> Path:
         bench_train_step.main(["--quick", "--no-memory", "--out", str(out / "train_step.json")])
         bench_generation.main(["--quick", "--out", str(out / "generation.json")])
         bench_pooling.main(["--quick", "--work_dir", str(out / "work"), "--out", str(out / "pooling.json")])
+        for options in (["--gradient_checkpointing", "--dtype", "bfloat16"], []):  # the paper's step; replaced
+            bench_sft_throughput.main(["--quick", *options, "--out", str(out / "sft_throughput.json")])
     finally:
         torch.set_num_threads(threads)  # the scripts set their own thread count
     return out
@@ -57,6 +61,42 @@ def test_pooling_json(results):
     assert [d["seed"] for d in data["macro_f1_vs_196"]["49"]] == [0]
 
 
+def test_sft_throughput_json(results):
+    data = json.loads((results / "sft_throughput.json").read_text())
+    (row,) = data["results"]  # one row per preset and device: the second run replaced the first
+    assert row["preset"] == "tiny" and row["device"] == "cpu" and not row["gradient_checkpointing"]
+    assert row["dtype"] == "float32"
+    assert row["sequence"] == 2 * 196 + 16 + 64 and row["image_tokens"] == 2 * 196
+    assert row["tokens_per_s"]["max"] == pytest.approx(row["batch"] * row["sequence"] / row["step_s"]["min"])
+    assert row["flops_per_step"] > 0 and row["mfu"]["median"] > 0 and row["peak_tflops"] > 0
+    assert 0 < row["trainable_parameters"] < row["parameters"]
+
+
+def test_sft_throughput_keeps_other_presets_and_devices(tmp_path):
+    out = tmp_path / "sft.json"
+    out.write_text(json.dumps({"results": [{"preset": "paper", "device": "NVIDIA H100 80GB HBM3"},
+                                           {"preset": "tiny", "device": "cpu", "old": True}]}))
+    kept = bench_sft_throughput.kept_results(str(out), {"preset": "tiny", "device": "cpu"})
+    assert kept == [{"preset": "paper", "device": "NVIDIA H100 80GB HBM3"}, {"preset": "tiny", "device": "cpu"}]
+
+
+def test_sft_throughput_counts_model_flops_without_recomputation():
+    preset = dataclasses.replace(bench_sft_throughput.PRESETS["tiny"], gradient_checkpointing=True)
+    model = bench_sft_throughput.build(preset, torch.device("cpu"))
+    inputs = bench_sft_throughput.report_rows(model.config, 2, 32, torch.device("cpu"))
+    flops = bench_sft_throughput.step_flops(model, inputs, "float32")
+    base = model.get_base_model()
+    assert bench_sft_throughput.checkpointing_on(base)  # restored after counting
+    with FlopCounterMode(display=False) as counter:  # the whole batch, checkpointing on: recomputes the LM forward
+        model(**inputs).loss.backward()
+    recomputed = counter.get_total_flops()
+    bench_sft_throughput.set_checkpointing(base, False)
+    with FlopCounterMode(display=False) as counter:
+        model(**inputs).loss.backward()
+    assert counter.get_total_flops() == 2 * flops  # equal rows: the count scales with the batch
+    assert recomputed > 2 * flops
+
+
 def test_memory_child_reports_peak_rss():
     threads = torch.get_num_threads()
     memory = bench_train_step.memory_child("tiny", "grok", threads=threads)
@@ -68,6 +108,6 @@ def test_report_gathers_every_json(results):
     (results / "other.json").write_text(json.dumps({"pairs_per_s": 1.5}))
     report.main(["--results", str(results), "--out", str(results / "REPORT.md")])
     text = (results / "REPORT.md").read_text()
-    for heading in ("Target figures", "Training step", "Generation", "Image-token pooling", "Stage I", "## other",
-                    "Machine:"):
+    for heading in ("Target figures", "Training step", "Generation", "Image-token pooling", "Stage III SFT throughput",
+                    "Stage I", "## other", "Machine:"):
         assert heading in text

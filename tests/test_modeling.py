@@ -140,6 +140,25 @@ def test_paper_preset_matches_the_paper():
     assert config.projector_type == "mlp2x_gelu"
 
 
+def test_paper_preset_has_the_published_sizes_and_the_recipes_lora():
+    from peft import get_peft_model
+
+    from grok_retina.training import grok_lora_config
+
+    with torch.device("meta"):  # shapes only: 8.3B parameters, no memory
+        model = GrokForConditionalGeneration(GrokConfig.paper())
+    count = lambda module: sum(p.numel() for p in module.parameters())  # noqa: E731
+    assert count(model.model.language_model) + count(model.lm_head) == 7_615_616_512  # Qwen2-7B-Instruct
+    assert count(model.model.cfp_tower) == count(model.model.oct_tower) == 303_301_632  # ViT-L/16, no head
+    lora = get_peft_model(model, grok_lora_config(model))  # r 128 on every linear layer of the LM, nothing else
+    text = model.config.text_config
+    hidden, mlp = text.hidden_size, text.intermediate_size
+    kv = text.num_key_value_heads * hidden // text.num_attention_heads
+    per_layer = 128 * ((hidden + hidden) * 2 + (hidden + kv) * 2 + (hidden + mlp) * 3)  # q o, k v, gate up down
+    lora_params = sum(p.numel() for name, p in lora.named_parameters() if "lora_" in name)
+    assert lora_params == text.num_hidden_layers * per_layer
+
+
 @pytest.fixture(scope="module")
 def biomarker_parts():
     return tiny_model_and_processor(num_biomarker_tokens=3)
