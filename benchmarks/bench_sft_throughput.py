@@ -39,7 +39,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks import report, timing  # noqa: E402
 from benchmarks.bench_train_step import SMOLLM2_135M, VIT_SMALL_PATCH16_224  # noqa: E402
 from modeling_grok import GrokConfig, GrokForConditionalGeneration  # noqa: E402
-from modeling_grok.configuration_grok import QWEN2_7B_INSTRUCT, QWEN2_TINY_TEST, VIT_TINY_TEST  # noqa: E402
+from modeling_grok.configuration_grok import (  # noqa: E402
+    QWEN2_7B_INSTRUCT,
+    QWEN2_TINY_TEST,
+    VIT_LARGE_PATCH16_224,
+    VIT_TINY_TEST,
+)
 
 # Dense bf16 tensor-core peaks (vendor data sheets, TFLOP/s), matched against the CUDA device name in order.
 GPU_PEAK_BF16_TFLOPS = (("H100 PCIe", 756.0), ("H100 NVL", 835.0), ("H100", 989.4), ("H200", 989.4),
@@ -76,8 +81,8 @@ PRESETS = {
     "tiny": Preset(text=QWEN2_TINY_TEST, tower={**VIT_TINY_TEST, "img_size": 224}, batch=4, lora_r=16,
                    biomarker_tokens=16, steps=10),
     "medium": Preset(text=SMOLLM2_135M, tower=VIT_SMALL_PATCH16_224, batch=1, lora_r=16, steps=3),
-    "paper": Preset(text=QWEN2_7B_INSTRUCT, tower={}, batch=4, lora_r=128, dtype="bfloat16",
-                    gradient_checkpointing=True, steps=10),  # tower {}: GrokConfig's default, ViT-L/16
+    "paper": Preset(text=QWEN2_7B_INSTRUCT, tower=VIT_LARGE_PATCH16_224, batch=4, lora_r=128, dtype="bfloat16",
+                    gradient_checkpointing=True, steps=10),
 }
 
 
