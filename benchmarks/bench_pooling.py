@@ -99,6 +99,7 @@ def trainer_for(model, processor, train, output_dir: Path, epochs: float, batch:
         per_device_eval_batch_size=batch, learning_rate=2e-3, projector_lr=2e-3, lr_scheduler_type="cosine",
         warmup_steps=0.03, logging_steps=50, save_strategy="no", report_to=[], use_cpu=True, max_length=None,
         dataloader_num_workers=0, seed=seed, disable_tqdm=True, train_sampling_strategy="group_by_length",
+        gradient_checkpointing=False,
     )
     return GrokSFTTrainer(model=model, args=args, train_dataset=train, eval_dataset=test, processing_class=processor)
 

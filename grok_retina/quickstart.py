@@ -110,7 +110,7 @@ def run_quickstart(args: QuickstartArguments) -> dict:
                 output_dir=str(out / "sft"), num_train_epochs=args.sft_epochs, per_device_train_batch_size=4,
                 learning_rate=2e-3, projector_lr=2e-3, lr_scheduler_type="cosine", warmup_steps=0.03,
                 logging_steps=20, save_strategy="epoch", save_total_limit=1, report_to=[], use_cpu=True, bf16=False,
-                max_length=None, dataloader_num_workers=0, seed=args.seed,
+                max_length=None, dataloader_num_workers=0, seed=args.seed, gradient_checkpointing=False,
                 diagnosis_questions=args.diagnosis_questions,
                 train_sampling_strategy="group_by_length" if args.diagnosis_questions else "random",
             )

@@ -29,6 +29,7 @@ def test_sft_presets_parse(name, tmp_path):
     assert components.text_model == raw["text_model"] and model.use_peft == raw["use_peft"]
     assert training.diagnosis_questions == raw.get("diagnosis_questions", False)
     assert training.train_sampling_strategy == raw.get("train_sampling_strategy", "random")
+    assert training.gradient_checkpointing == raw.get("gradient_checkpointing", True)  # TRL's default: on
 
 
 def test_paper_preset_is_the_papers_recipe(tmp_path):
