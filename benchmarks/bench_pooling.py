@@ -10,15 +10,15 @@ tokenizer fitted to the data, 16 biomarker tokens, and tiny ViTs (width 32, 2 bl
 Stage I with the offline rules teacher, split by patient, and one diagnosis question per eye beside its
 report (`with_diagnosis_questions`), as the quickstart trains.
 
-Throughput: a full SFT step (TRL collator batch of ``--batch`` rows, forward + backward + AdamW step) on a
-batch of reports and on a batch of diagnosis questions, the three models alternating in one process; the
-Stage III mix (one question per report) is their pair per round. Quality: per seed and setting, the
-quickstart's SFT (``--epochs`` over the reports and questions of ``--n_train`` eyes, `GrokSFTTrainer`,
-length-grouped batches, full fine-tuning), then the held-out reports' completion loss and token accuracy
-(teacher forcing) and the macro-F1 of the model's answers to the diagnosis question for the held-out eyes
-(`GrokPipeline.diagnose`), with its permutation chance level and, against 196 tokens, the paired bootstrap
-interval of the difference on the same eyes. The settings' order alternates across seeds. Each scored run is
-saved under ``--work_dir`` and reused by a later run with the same budget (resume, or seeds run in parallel
+Throughput: a full SFT step (TRL collator batch of ``--batch`` rows, the forward and loss of
+`SFTTrainer.compute_loss`, backward, AdamW step) on a batch of reports and on a batch of diagnosis questions, the
+three models alternating in one process; the Stage III mix (one question per report) is their pair per round.
+Quality: per seed and setting, the quickstart's SFT (``--epochs`` over the reports and questions of ``--n_train``
+eyes, `GrokSFTTrainer`, length-grouped batches, full fine-tuning), then the held-out reports' completion loss and
+token accuracy (teacher forcing) and the macro-F1 of the model's answers to the diagnosis question for the
+held-out eyes (`GrokPipeline.diagnose`), with its permutation chance level and, against 196 tokens, the paired
+bootstrap interval of the difference on the same eyes. The settings' order alternates across seeds. Each scored
+run is saved under ``--work_dir`` and reused by a later run with the same budget (resume, or seeds run in parallel
 processes and gathered by one more call).
 """
 
@@ -115,13 +115,11 @@ def step_throughput(train, n_reports: int, tokenizer, work_dir: Path, batch: int
         optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
         for kind in KINDS:
             rows = [train[first[kind] + i] for i in range(batch)]  # fresh rows: the collator fills them in
-            inputs = {k: v for k, v in trainer.data_collator(rows).items()
-                      if k in ("input_ids", "attention_mask", "labels", "biomarker_values")
-                      or k.startswith(("pixel_values", "oct_slices"))}
+            inputs = trainer.data_collator(rows)
             sequence[tokens, kind] = int(inputs["attention_mask"].sum()) / batch
 
-            def step(model=model, inputs=inputs, optimizer=optimizer) -> None:
-                model(**inputs).loss.backward()
+            def step(trainer=trainer, model=model, inputs=inputs, optimizer=optimizer) -> None:
+                trainer.compute_loss(model, dict(inputs)).backward()  # TRL's loss, as the trainer's step runs it
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
 

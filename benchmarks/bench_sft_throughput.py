@@ -46,6 +46,11 @@ from modeling_grok.configuration_grok import (  # noqa: E402
     VIT_TINY_TEST,
 )
 
+try:
+    from trl.trainer.utils import add_fused_lm_head  # SFTTrainer's loss path, in TRL releases that have it
+except ImportError:
+    add_fused_lm_head = None
+
 # Dense bf16 tensor-core peaks (vendor data sheets, TFLOP/s), matched against the CUDA device name in order.
 GPU_PEAK_BF16_TFLOPS = (("H100 PCIe", 756.0), ("H100 NVL", 835.0), ("H100", 989.4), ("H200", 989.4),
                         ("A100", 312.0), ("L40S", 362.0), ("A10G", 125.0), ("L4", 121.0))
@@ -105,6 +110,8 @@ def build(preset: Preset, device: torch.device):
     model.freeze_vision_towers()
     if preset.gradient_checkpointing:
         set_checkpointing(model, True)
+    if add_fused_lm_head is not None:  # what SFTTrainer patches in: the loss from log-probs in tiles, no full logits
+        add_fused_lm_head(model, outputs=("log_probs", "entropy", "is_top1"))
     model = get_peft_model(model, grok_lora_config(model, r=preset.lora_r, alpha=2 * preset.lora_r))
     model.train()
     model.get_base_model().freeze_vision_towers()  # train() above switched the towers back to train mode
@@ -148,6 +155,13 @@ def report_rows(config: GrokConfig, batch: int, text_tokens: int, device: torch.
     return {k: v.to(device) for k, v in inputs.items()}
 
 
+def sft_loss(model, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The loss as `SFTTrainer.compute_loss` computes it: through TRL's fused LM head where TRL has one."""
+    if add_fused_lm_head is None:
+        return model(**inputs).loss
+    return model(**inputs, fused_lm_head=True).loss
+
+
 def autocast(device: torch.device, dtype: str):
     """bf16 autocast as the Trainer's ``bf16=True`` runs the recipe; nothing for float32."""
     return torch.autocast(device.type, dtype=torch.bfloat16) if dtype == "bfloat16" else nullcontext()
@@ -165,7 +179,7 @@ def step_flops(model, inputs: dict[str, torch.Tensor], dtype: str) -> int:
     try:
         with FlopCounterMode(display=False) as counter:
             with autocast(row["input_ids"].device, dtype):
-                loss = model(**row).loss
+                loss = sft_loss(model, row)
             loss.backward()
     finally:
         model.zero_grad(set_to_none=True)
@@ -213,7 +227,7 @@ def measure(preset_name: str, device: torch.device, batch: int | None, text_toke
 
     def step() -> None:
         with autocast(device, preset.dtype):
-            loss = model(**inputs).loss
+            loss = sft_loss(model, inputs)
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -235,6 +249,7 @@ def measure(preset_name: str, device: torch.device, batch: int | None, text_toke
         "image_tokens": sum(model.config.num_image_tokens(m) for m in ("cfp", "oct")),
         "biomarker_tokens": model.config.num_biomarker_tokens, "lora_r": preset.lora_r,
         "gradient_checkpointing": preset.gradient_checkpointing,
+        "loss": "TRL fused LM head" if add_fused_lm_head is not None else "the model's loss (full logits)",
         "parameters": sum(p.numel() for p in model.parameters()),
         "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
         "steps": steps, "step_s": timing.summarize(times),

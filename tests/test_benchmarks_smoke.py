@@ -88,11 +88,11 @@ def test_sft_throughput_counts_model_flops_without_recomputation():
     base = model.get_base_model()
     assert bench_sft_throughput.checkpointing_on(base)  # restored after counting
     with FlopCounterMode(display=False) as counter:  # the whole batch, checkpointing on: recomputes the LM forward
-        model(**inputs).loss.backward()
+        bench_sft_throughput.sft_loss(model, inputs).backward()
     recomputed = counter.get_total_flops()
     bench_sft_throughput.set_checkpointing(base, False)
     with FlopCounterMode(display=False) as counter:
-        model(**inputs).loss.backward()
+        bench_sft_throughput.sft_loss(model, inputs).backward()
     assert counter.get_total_flops() == 2 * flops  # equal rows: the count scales with the batch
     assert recomputed > 2 * flops
 
