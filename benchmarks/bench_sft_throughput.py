@@ -11,12 +11,14 @@ projectors trained, per-device batch 4, gradient checkpointing. Weights are rand
 step's time does not depend on their values. Each row is a Stage III report row: prompt text, the CFP and OCT
 placeholders, the biomarker placeholders (presets with biomarker tokens), then the report, whose tokens alone
 carry labels; ``--text_tokens`` (default 800, a report row's prompt + report in the quickstart's tokenizer)
-is split a quarter prompt, three quarters report.
+is split a quarter prompt, three quarters report. The loss goes through TRL's fused LM head as `SFTTrainer`
+computes it (log-probs in tiles; on a GPU only at labelled positions), where the installed TRL has it.
 
 Tokens/s counts every token of the batch (text and image). MFU is the step's model FLOPs per second over the
 device's peak: the FLOPs are counted by `torch.utils.flop_counter` on one row's forward + backward without
 gradient checkpointing (so recomputed activations do not count, which makes it MFU rather than HFU; attention
-is counted at its full square), times the batch. The peak is the vendor's dense bf16 figure for known GPUs
+is counted at its full square; ops the counter does not know, such as Triton kernels, count nothing, so MFU errs
+low), times the batch. The peak is the vendor's dense bf16 figure for known GPUs
 (``--peak_tflops`` for others) and, on a CPU, the best rate of a 2048 x 2048 matmul in the step's dtype on the
 same threads, measured here.
 """

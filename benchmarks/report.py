@@ -124,7 +124,9 @@ def sft_throughput(data: dict) -> Section:
                      f"{r['peak_memory_mib']:.0f} ({r['peak_memory_kind']})"])
     md = table(["preset", "device", "dtype", "batch x seq", "tokens/row", "LoRA", "step ms", "tokens/s",
                 "rows/s", "TFLOP/step", "TFLOP/s", "peak TFLOP/s", "MFU %", "peak memory MiB"], rows)
-    md += ("\n\nOne LoRA SFT step (forward + backward + AdamW) on report rows, towers frozen, projectors trained. "
+    losses = sorted({r.get("loss", "the model's loss (full logits)") for r in data["results"]})
+    md += ("\n\nOne LoRA SFT step (forward + backward + AdamW) on report rows, towers frozen, projectors trained; "
+           f"loss: {', '.join(losses)}. "
            "Model FLOPs counted by torch's FlopCounterMode without recomputation (attention at its full square); "
            "MFU = those FLOPs per second / the peak. Commands: "
            + "; ".join(f"`{r['command']}`" for r in data["results"] if "command" in r) + ".")
