@@ -218,11 +218,15 @@ def _seconds(fn, device: torch.device | None = None) -> float:
 def measure(preset_name: str, device: torch.device, batch: int | None, text_tokens: int, steps: int | None,
             warmup: int, peak: float | None, checkpointing: bool | None = None, dtype: str | None = None) -> dict:
     preset = PRESETS[preset_name]
+    if preset_name == "paper" and device.type == "cpu":
+        raise ValueError("--preset paper is the 8.3B-parameter model of sft_paper.yaml and needs a GPU (--device cuda, "
+                         "about 25 GB plus activations); on a CPU use --preset medium or tiny.")
     batch, steps = batch or preset.batch, steps or preset.steps
     if checkpointing is not None:
         preset = dataclasses.replace(preset, gradient_checkpointing=checkpointing)
     if dtype is not None:
         preset = dataclasses.replace(preset, dtype=dtype)
+    peak_value, peak_source = peak_tflops(device, preset.dtype, peak)  # before the model: an unknown GPU fails fast
     model = build(preset, device)
     inputs = report_rows(model.config, batch, text_tokens, device)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=2e-4)
@@ -243,7 +247,6 @@ def measure(preset_name: str, device: torch.device, batch: int | None, text_toke
     times = [_seconds(step, device) for _ in range(steps)]
     memory = (torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else timing.rss_mib("VmHWM"))
     flops = step_flops(model, inputs, preset.dtype) * batch
-    peak_value, peak_source = peak_tflops(device, preset.dtype, peak)
     sequence = inputs["input_ids"].shape[1]
     return {
         "preset": preset_name, "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",

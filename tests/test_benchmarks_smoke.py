@@ -80,6 +80,16 @@ def test_sft_throughput_keeps_other_presets_and_devices(tmp_path):
     assert kept == [{"preset": "paper", "device": "NVIDIA H100 80GB HBM3"}, {"preset": "tiny", "device": "cpu"}]
 
 
+def test_sft_throughput_paper_preset_asks_for_a_gpu(tmp_path):
+    threads = torch.get_num_threads()
+    try:
+        with pytest.raises(ValueError, match="--preset paper .* needs a GPU"):
+            bench_sft_throughput.main(["--preset", "paper", "--device", "cpu", "--out", str(tmp_path / "sft.json")])
+    finally:
+        torch.set_num_threads(threads)
+    assert not (tmp_path / "sft.json").exists()
+
+
 def test_sft_throughput_counts_model_flops_without_recomputation():
     preset = dataclasses.replace(bench_sft_throughput.PRESETS["tiny"], gradient_checkpointing=True)
     model = bench_sft_throughput.build(preset, torch.device("cpu"))
