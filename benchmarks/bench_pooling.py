@@ -91,15 +91,15 @@ def build(tokens: int, tokenizer, seed: int) -> tuple[GrokForConditionalGenerati
 
 
 def trainer_for(model, processor, train, output_dir: Path, epochs: float, batch: int, seed: int, test=None):
-    """`GrokSFTTrainer` with the quickstart's Stage III settings (no checkpoints, no progress bars)."""
-    from grok_retina.training import GrokSFTConfig, GrokSFTTrainer
+    """`GrokSFTTrainer` with the quickstart's Stage III settings (``train`` already holds the diagnosis questions;
+    no checkpoints, no progress bars), except bf16: the scored runs so far trained under TRL's default, CPU bf16
+    autocast, where the quickstart turns it off."""
+    from grok_retina.quickstart import stage3_training_args
+    from grok_retina.training import GrokSFTTrainer
 
-    args = GrokSFTConfig(
-        output_dir=str(output_dir), num_train_epochs=epochs, per_device_train_batch_size=batch,
-        per_device_eval_batch_size=batch, learning_rate=2e-3, projector_lr=2e-3, lr_scheduler_type="cosine",
-        warmup_steps=0.03, logging_steps=50, save_strategy="no", report_to=[], use_cpu=True, max_length=None,
-        dataloader_num_workers=0, seed=seed, disable_tqdm=True, train_sampling_strategy="group_by_length",
-        gradient_checkpointing=False,
+    args = stage3_training_args(
+        output_dir, epochs, seed, per_device_train_batch_size=batch, per_device_eval_batch_size=batch,
+        logging_steps=50, save_strategy="no", disable_tqdm=True, bf16=True,
     )
     return GrokSFTTrainer(model=model, args=args, train_dataset=train, eval_dataset=test, processing_class=processor)
 

@@ -64,6 +64,22 @@ def _data(args: QuickstartArguments, folder: Path):
     return load_from_disk(folder)
 
 
+def stage3_training_args(output_dir: str | Path, epochs: float, seed: int, diagnosis_questions: bool = True,
+                         **overrides):
+    """The quickstart's Stage III `GrokSFTConfig` (full fine-tuning of the tiny backbone on CPU, as
+    `sft_tiny.yaml`); ``overrides`` replace any of its fields."""
+    from .training import GrokSFTConfig
+
+    settings = dict(
+        output_dir=str(output_dir), num_train_epochs=epochs, per_device_train_batch_size=4, learning_rate=2e-3,
+        projector_lr=2e-3, lr_scheduler_type="cosine", warmup_steps=0.03, logging_steps=20, save_strategy="epoch",
+        save_total_limit=1, report_to=[], use_cpu=True, bf16=False, max_length=None, dataloader_num_workers=0,
+        seed=seed, gradient_checkpointing=False, diagnosis_questions=diagnosis_questions,
+        train_sampling_strategy="group_by_length" if diagnosis_questions else "random",
+    )
+    return GrokSFTConfig(**{**settings, **overrides})
+
+
 def run_quickstart(args: QuickstartArguments) -> dict:
     """Run (or resume) every stage; returns the summary that is also written to ``output_dir/summary.json``."""
     from trl import ModelConfig, ScriptArguments
@@ -75,7 +91,6 @@ def run_quickstart(args: QuickstartArguments) -> dict:
     from .pipeline import GrokPipeline
     from .sft import GrokComponentArguments, run_sft
     from .teachers.rules_teacher import RulesTeacher
-    from .training import GrokSFTConfig
 
     out = Path(args.output_dir)
     if args.fresh:
@@ -106,14 +121,7 @@ def run_quickstart(args: QuickstartArguments) -> dict:
     model_dir = out / "model"
     with _Stage(log, 4, "Stage III: SFT of the tiny backbone (TRL SFTTrainer)", model_dir):
         if not (model_dir / "config.json").is_file():
-            training = GrokSFTConfig(
-                output_dir=str(out / "sft"), num_train_epochs=args.sft_epochs, per_device_train_batch_size=4,
-                learning_rate=2e-3, projector_lr=2e-3, lr_scheduler_type="cosine", warmup_steps=0.03,
-                logging_steps=20, save_strategy="epoch", save_total_limit=1, report_to=[], use_cpu=True, bf16=False,
-                max_length=None, dataloader_num_workers=0, seed=args.seed, gradient_checkpointing=False,
-                diagnosis_questions=args.diagnosis_questions,
-                train_sampling_strategy="group_by_length" if args.diagnosis_questions else "random",
-            )
+            training = stage3_training_args(out / "sft", args.sft_epochs, args.seed, args.diagnosis_questions)
             components = GrokComponentArguments(
                 text_model="tiny", towers="tiny", tokens_per_image=16, tiny_vocab_size=4096,
                 biomarker_tokens=args.biomarker_tokens,
