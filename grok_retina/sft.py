@@ -99,6 +99,14 @@ def build_model_and_processor(
     if model_args.model_name_or_path:
         model = GrokForConditionalGeneration.from_pretrained(model_args.model_name_or_path, dtype=model_args.dtype)
         return model, GrokProcessor.from_pretrained(model_args.model_name_or_path)
+    if components.towers == "vit_large":
+        for field_name in ("cfp_encoder", "oct_encoder"):
+            if getattr(components, field_name) is None:
+                raise ValueError(
+                    f"--{field_name} is required with --towers vit_large: the towers are frozen, so one left at its "
+                    "random initialisation stays random. Pass its checkpoint (RetiZero .pth for the CFP, RETFound "
+                    "Hub id or .pth, or a Stage II aligned tower folder, for the OCT), or --towers tiny for a CPU run."
+                )
     tower = dict(TOWER_PRESETS[components.towers])
     aligned_config = Path(components.oct_encoder or "") / OCT_TOWER_CONFIG
     oct_tower = json.loads(aligned_config.read_text()) if aligned_config.is_file() else tower

@@ -1,7 +1,7 @@
 """The Grounded Ophthalmic Understanding benchmark for a GROK model folder (or Hub id).
 
-    grok-retina evaluate --model outputs/quickstart/model --dataset outputs/quickstart/instruct/dataset \
-        --split test --ablation true --out outputs/quickstart/eval
+    grok-retina evaluate --model outputs/quickstart/model --dataset outputs/quickstart/instruct_test/dataset \
+        --ablation true --out outputs/quickstart/eval
     grok-retina evaluate --model outputs/dme-dr/sft/final --dataset outputs/dme-dr/measured --split validation \
         --out outputs/dme-dr/eval
 

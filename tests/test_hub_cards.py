@@ -135,3 +135,8 @@ def test_space_readme_and_the_checked_in_copy():
     checked_in = SpaceCard.load(ROOT / "spaces" / "README.md")
     default = render_space_readme(package_requirement="x")
     assert validate_card(str(checked_in), "space") == default.data.to_dict()  # spaces/README.md is not stale
+
+
+def test_readme_cites_the_paper_as_the_cards_do():
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert f"```bibtex\n{CITATION}\n```" in readme

@@ -48,3 +48,17 @@ def test_accelerate_configs_load(name):
 
     config = load_config_from_file(str(CONFIGS / name))
     assert config.num_processes >= 2
+
+
+def test_paper_preset_refuses_to_train_a_random_frozen_tower(tmp_path):
+    """The paper preset names no CFP checkpoint (RetiZero is not on the Hub): building it without one fails, naming
+    the flag, before anything is downloaded."""
+    from grok_retina.sft import build_model_and_processor
+
+    _, _, model, components = _parse("sft_paper.yaml", tmp_path)
+    assert components.cfp_encoder is None and components.oct_encoder
+    with pytest.raises(ValueError, match="--cfp_encoder is required with --towers vit_large"):
+        build_model_and_processor(model, components)
+    components.cfp_encoder, components.oct_encoder = "RetiZero.pth", None
+    with pytest.raises(ValueError, match="--oct_encoder is required"):
+        build_model_and_processor(model, components)
