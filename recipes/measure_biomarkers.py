@@ -19,17 +19,23 @@ gets its reason. Added columns:
 - ``biomarker_extra``: JSON object of the other measurements (vessel density, pixel thicknesses and calibres,
   box-counting dimensions, fovea position).
 
-The output is written to a temporary folder beside ``--out`` and renamed into place when complete.
+The rows are measured in chunks of ``--chunk_rows``, each saved beside ``--out`` (``.OUT.chunks/``) as it
+completes: a run that stops is resumed by the same command (same options), which skips the finished chunks.
+The output is written to a temporary folder beside ``--out`` and renamed into place when complete; the chunks
+are then removed.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
+import shutil
 import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import quote
 
 from transformers import HfArgumentParser
 
@@ -47,6 +53,8 @@ class MeasureArguments:
     out: str = field(metadata={"help": "Output folder (save_to_disk); must not exist."})
     overlays: str | None = field(default=None, metadata={"help": "Folder for one overlay PNG per image, for checking."})
     num_proc: int | None = field(default=None, metadata={"help": "Processes measuring in parallel."})
+    chunk_rows: int = field(default=256, metadata={"help": "Rows measured and saved together: a stopped run resumes "
+                                                           "from the last saved chunk."})
     overwrite: bool = field(default=False, metadata={"help": "Replace given biomarker values by measured ones."})
     assume_oct_axial_um_per_px: float | None = field(
         default=None, metadata={"help": "Assumed OCT axial scale (µm per pixel) for rows that have none; µm "
@@ -63,10 +71,16 @@ class MeasureArguments:
             value = getattr(self, f"assume_{name}")
             if value is not None and not value > 0:
                 raise ValueError(f"--assume_{name} must be a positive number of µm per pixel, got {value}.")
+        if self.chunk_rows < 1:
+            raise ValueError(f"--chunk_rows must be at least 1, got {self.chunk_rows}.")
 
     def assumed_scales(self) -> dict[str, float]:
         """Scale column -> the assumed value, for the options given."""
         return {name: getattr(self, f"assume_{name}") for name in SCALE_COLUMNS if getattr(self, f"assume_{name}")}
+
+    def shaping_options(self) -> dict:
+        """The options that decide what a chunk holds: a resumed run must give the same."""
+        return {"dataset": self.dataset, "overwrite": self.overwrite, "chunk_rows": self.chunk_rows, **{f"assume_{k}": v for k, v in self.assumed_scales().items()}}
 
 
 def new_features(features):
@@ -86,13 +100,14 @@ def new_features(features):
 
 
 def _save_overlays(folder: Path, row_id: str, result: dict, oct_image, cfp_image) -> None:
+    """``ID_oct.png`` / ``ID_cfp.png``, the id percent-encoded where it holds characters a file name cannot."""
     from processing.measure import cfp_overlay, oct_overlay
 
-    measured = result["measurements"]
+    measured, stem = result["measurements"], quote(row_id, safe="")
     if measured["oct"] is not None:
-        oct_overlay(oct_image, measured["oct"]).save(folder / f"{row_id}_oct.png")
+        oct_overlay(oct_image, measured["oct"]).save(folder / f"{stem}_oct.png")
     if measured["cfp"] is not None:
-        cfp_overlay(cfp_image, measured["cfp"]).save(folder / f"{row_id}_cfp.png")
+        cfp_overlay(cfp_image, measured["cfp"]).save(folder / f"{stem}_cfp.png")
 
 
 def measure_row(row: dict, overwrite: bool = False, overlays: str | None = None,
@@ -119,7 +134,10 @@ def measure_row(row: dict, overwrite: bool = False, overlays: str | None = None,
     quality = result["quality"]
     extra = result["extra"]
     if overlays:
-        _save_overlays(Path(overlays), str(row.get("id")), result, octs[0] if octs else None, row.get("cfp"))
+        try:
+            _save_overlays(Path(overlays), str(row.get("id")), result, octs[0] if octs else None, row.get("cfp"))
+        except OSError as error:
+            raise RuntimeError(f"row id={row.get('id')!r}: writing its overlays to {overlays}: {error}") from error
     out = {
         "biomarkers": filled,
         "biomarker_quality": {
@@ -139,23 +157,64 @@ def measure_row(row: dict, overwrite: bool = False, overlays: str | None = None,
     return out
 
 
-def measure_dataset(dataset, args: MeasureArguments):
-    """Every split of ``dataset`` (a Dataset or DatasetDict) measured, with a progress bar per split."""
-    from datasets import DatasetDict
+def chunk_folder(out: Path) -> Path:
+    """Where a run on ``out`` keeps its finished chunks until the output is complete."""
+    return out.with_name(f".{out.name}.chunks")
+
+
+def open_chunks(chunks: Path, options: dict) -> None:
+    """Start ``chunks`` with the run's options, or check a stopped run's match them (else its chunks would mix)."""
+    record = chunks / "options.json"
+    if record.is_file():
+        before = json.loads(record.read_text())
+        differ = sorted(k for k in {*before, *options} if before.get(k) != options.get(k))
+        if differ:
+            raise ValueError(
+                f"{chunks} holds a stopped run with other options ({', '.join(f'{k}: {before.get(k)!r}' for k in differ)}); "
+                "rerun with the same options to resume it, or delete that folder to start over."
+            )
+        return
+    chunks.mkdir(parents=True, exist_ok=True)
+    partial = record.with_name(".options.json.partial")
+    partial.write_text(json.dumps(options, indent=2))
+    os.replace(partial, record)
+
+
+def measure_dataset(dataset, args: MeasureArguments, chunks: Path):
+    """Every split of ``dataset`` (a Dataset or DatasetDict) measured chunk by chunk; each finished chunk is saved
+    under ``chunks`` (see `open_chunks`) and reused when the same run is started again."""
+    from datasets import DatasetDict, concatenate_datasets, load_from_disk
 
     splits = dataset if isinstance(dataset, DatasetDict) else DatasetDict(train=dataset)
     if args.overlays:
         Path(args.overlays).mkdir(parents=True, exist_ok=True)
     out = DatasetDict()
     for name, split in splits.items():
-        out[name] = split.map(
-            measure_row,
-            fn_kwargs={"overwrite": args.overwrite, "overlays": args.overlays, "assumed_scales": args.assumed_scales()},
-            features=new_features(split.features),
-            num_proc=args.num_proc if args.num_proc and args.num_proc > 1 else None,
-            desc=f"measuring biomarkers ({name})",
-            load_from_cache_file=False,
-        )
+        starts = range(0, len(split), args.chunk_rows)
+        done = [start for start in starts if (chunks / name / f"{start:09d}").is_dir()]
+        if done:
+            logger.info("%s: resuming, %d of %d chunks already measured", name, len(done), len(starts))
+        parts = []
+        for start in starts:
+            folder = chunks / name / f"{start:09d}"
+            if not folder.is_dir():
+                rows = split.select(range(start, min(start + args.chunk_rows, len(split))))
+                measured = rows.map(
+                    measure_row,
+                    fn_kwargs={"overwrite": args.overwrite, "overlays": args.overlays,
+                               "assumed_scales": args.assumed_scales()},
+                    features=new_features(split.features),
+                    num_proc=args.num_proc if args.num_proc and args.num_proc > 1 else None,
+                    desc=f"measuring biomarkers ({name}, rows {start}-{start + len(rows) - 1} of {len(split)})",
+                    load_from_cache_file=False,
+                )
+                partial = folder.with_name(f".{folder.name}.partial")
+                shutil.rmtree(partial, ignore_errors=True)
+                measured.save_to_disk(str(partial))
+                partial.rename(folder)
+            parts.append(load_from_disk(str(folder)))
+        # an empty split has no chunk: it only gains the new columns
+        out[name] = concatenate_datasets(parts) if parts else split.map(measure_row, features=new_features(split.features))
     return out if isinstance(dataset, DatasetDict) else out["train"]
 
 
@@ -191,9 +250,16 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.assumed_scales():
         logger.warning("Assumed scales for rows without their own: %s (µm per pixel).", args.assumed_scales())
-    measured = measure_dataset(dataset, args)
+    chunks = chunk_folder(out)
+    try:
+        open_chunks(chunks, args.shaping_options())
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    measured = measure_dataset(dataset, args, chunks)
     with atomic_directory(out) as work:
         measured.save_to_disk(str(work))
+    shutil.rmtree(chunks)
     logger.info("Wrote %s: %s", out, summary(measured))
     return 0
 

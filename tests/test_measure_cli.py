@@ -83,18 +83,67 @@ def test_output_is_atomic(tiny_dataset, tmp_path, monkeypatch, capsys):
     assert _run("--dataset", str(tiny_dataset), "--out", str(out)) == 2
     assert "already exists" in capsys.readouterr().err and (out / "keep.txt").read_text() == "mine"
 
-    def broken_save(self, path, **kwargs):
+    real_save = datasets.Dataset.save_to_disk
+
+    def output_save_fails(self, path, **kwargs):  # the measured chunks save; the final output does not
+        if ".partial-" not in Path(path).name:
+            return real_save(self, path, **kwargs)
         (Path(path) / "half-written.arrow").write_text("x")
         raise OSError("disk full")
 
-    monkeypatch.setattr(datasets.Dataset, "save_to_disk", broken_save)
+    monkeypatch.setattr(datasets.Dataset, "save_to_disk", output_save_fails)
     fresh = tmp_path / "fresh"
     with pytest.raises(OSError, match="disk full"):
         _run("--dataset", str(tiny_dataset), "--out", str(fresh))
     assert not fresh.exists()
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".fresh")]
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".fresh")] == [".fresh.chunks"]  # kept to resume
 
 
 def test_unknown_dataset_is_an_error(tmp_path, capsys):
     assert _run("--dataset", str(tmp_path / "nowhere"), "--out", str(tmp_path / "o")) == 2
     assert "--dataset" in capsys.readouterr().err
+
+
+def test_a_stopped_run_resumes_from_its_saved_chunks(tiny_dataset, tmp_path, monkeypatch, capsys):
+    from datasets import load_from_disk
+
+    import recipes.measure_biomarkers as recipe
+
+    measured_ids, real_measure_row = [], recipe.measure_row
+
+    def stops_at_b(row, **kwargs):
+        if row["id"] == "b":
+            raise KeyboardInterrupt  # the user stops the job while row b is measured
+        measured_ids.append(row["id"])
+        return real_measure_row(row, **kwargs)
+
+    out = tmp_path / "measured"
+    monkeypatch.setattr(recipe, "measure_row", stops_at_b)
+    with pytest.raises(KeyboardInterrupt):
+        _run("--dataset", str(tiny_dataset), "--out", str(out), "--chunk_rows", "1")
+    assert not out.exists() and (recipe.chunk_folder(out) / "train" / f"{0:09d}").is_dir()
+
+    def counts(row, **kwargs):
+        measured_ids.append(row["id"])
+        return real_measure_row(row, **kwargs)
+
+    monkeypatch.setattr(recipe, "measure_row", counts)
+    assert _run("--dataset", str(tiny_dataset), "--out", str(out), "--chunk_rows", "2") == 2  # other options
+    assert "other options (chunk_rows: 1" in capsys.readouterr().err
+    assert _run("--dataset", str(tiny_dataset), "--out", str(out), "--chunk_rows", "1") == 0
+    assert measured_ids == ["a", "b"]  # row a once, before the stop; row b once, after it
+    assert not recipe.chunk_folder(out).exists()
+    resumed = load_from_disk(str(out))
+    fresh = tmp_path / "fresh"
+    assert _run("--dataset", str(tiny_dataset), "--out", str(fresh)) == 0
+    assert resumed.to_list() == load_from_disk(str(fresh)).to_list()
+
+
+def test_overlays_of_an_id_with_a_slash(tiny_dataset, tmp_path):
+    from datasets import load_from_disk
+
+    from recipes.measure_biomarkers import measure_row
+
+    row = {**load_from_disk(str(tiny_dataset))[0], "id": "site/eye 1"}
+    measure_row(row, overlays=str(tmp_path))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["site%2Feye%201_cfp.png", "site%2Feye%201_oct.png"]
