@@ -5,6 +5,8 @@ process contrasts its own batch). Each epoch ends with a validation pass (mean c
 gathered over processes) and an atomic checkpoint (``checkpoint-<step>``: model, optimizer, scheduler,
 RNG, epoch); the best checkpoint by validation cosine is kept. At the end the best weights are exported:
 the aligner (``save_pretrained`` in ``output_dir``) and its OCT tower for GROK (``output_dir/oct_tower``).
+A fresh run refuses an ``output_dir`` that holds an earlier run's checkpoints (``resume_from_checkpoint`` continues
+it, ``overwrite_output_dir`` deletes them); a resumed run keeps ``metrics.jsonl`` up to its checkpoint and appends.
 """
 
 from __future__ import annotations
@@ -72,12 +74,18 @@ ALIGN_PRESETS: dict[str, dict] = {
 # --------------------------------------------------------------------------------------------- data
 
 
-def load_pairs_source(source: str, split: str = "train"):
+def load_pairs_source(source: str, split: str | None, split_flag: str):
     """A GROK `datasets.Dataset` from any `processing.sources.load_source` spec; a phantom's CFP, which
-    alignment never looks at, is rendered small."""
+    alignment never looks at, is rendered small. A source with splits needs ``split`` (the option ``split_flag``):
+    none is picked for the user, so that held-out data is never the training split by default."""
+    from datasets import DatasetDict
+
     from processing.sources import load_source
 
-    return load_source(source, split=split, cfp_size=PHANTOM_CFP_SIZE)
+    data = load_source(source, split=split, cfp_size=PHANTOM_CFP_SIZE)
+    if isinstance(data, DatasetDict):
+        raise ValueError(f"{source} has splits {list(data)}; choose one with {split_flag}.")
+    return data
 
 
 def biomarker_vector(values: dict | None, names: Sequence[str]) -> np.ndarray:
@@ -182,6 +190,10 @@ class AlignmentArguments:
     resume_from_checkpoint: str | None = field(
         default=None, metadata={"help": "A checkpoint folder, or 'latest' for the newest one in output_dir."}
     )
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={"help": "Start afresh in an output_dir holding an earlier run's checkpoints (deletes them)."},
+    )
 
     def __post_init__(self):
         if self.per_device_train_batch_size < 2:
@@ -220,7 +232,9 @@ class AlignmentResult:
     seconds: float
 
 
-def _checkpoints(output_dir: Path) -> list[Path]:
+def list_checkpoints(output_dir: str | os.PathLike) -> list[Path]:
+    """The ``checkpoint-<step>`` folders in ``output_dir``, oldest step first (none if it does not exist)."""
+    output_dir = Path(output_dir)
     found = [p for p in output_dir.glob(f"{CHECKPOINT_PREFIX}*") if re.fullmatch(rf"{CHECKPOINT_PREFIX}\d+", p.name)]
     return sorted(found, key=lambda p: int(p.name[len(CHECKPOINT_PREFIX) :]))
 
@@ -228,7 +242,7 @@ def _checkpoints(output_dir: Path) -> list[Path]:
 def resolve_resume_checkpoint(resume: str, output_dir: Path) -> Path:
     """``resume`` as a checkpoint folder (``latest``: the newest ``checkpoint-<step>`` in ``output_dir``)."""
     if resume == "latest":
-        found = _checkpoints(output_dir)
+        found = list_checkpoints(output_dir)
         if not found:
             raise FileNotFoundError(f"resume_from_checkpoint='latest' but {output_dir} holds no checkpoint-<step> folder.")
         return found[-1]
@@ -236,6 +250,41 @@ def resolve_resume_checkpoint(resume: str, output_dir: Path) -> Path:
     if not (path / "alignment_state.json").is_file():
         raise FileNotFoundError(f"resume_from_checkpoint={resume!r} is not a checkpoint folder written by train_aligner.")
     return path
+
+
+def check_output_dir(args: AlignmentArguments) -> None:
+    """Refuse a fresh run (no ``resume_from_checkpoint``) in an ``output_dir`` holding an earlier run's
+    checkpoints, which it would delete along with that run's ``metrics.jsonl``, unless ``overwrite_output_dir``."""
+    if args.resume_from_checkpoint is not None or args.overwrite_output_dir:
+        return
+    found = list_checkpoints(args.output_dir)
+    if found:
+        names = ", ".join(p.name for p in found)
+        raise FileExistsError(
+            f"output_dir {args.output_dir} already holds an earlier run's checkpoints ({names}); a fresh run would "
+            "delete them and its metrics.jsonl. Pass --resume_from_checkpoint latest to continue that run, "
+            "--overwrite_output_dir to start over (deleting them), or another --output_dir."
+        )
+
+
+def _keep_metrics_until(path: Path, step: int) -> None:
+    """Drop the records of ``metrics.jsonl`` after ``step`` (a resumed run redoes those steps)."""
+    from .evaluation.report import atomic_write_text
+
+    if not path.is_file():
+        return
+    lines = path.read_text().splitlines(keepends=True)
+    complete = lines if not lines or lines[-1].endswith("\n") else lines[:-1]  # the last one torn by the stop
+    kept = []
+    for number, line in enumerate(complete, 1):
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{path} line {number} is not JSON ({error}); repair or delete that line.") from None
+        if record["step"] <= step:
+            kept.append(line)
+    if len(kept) != len(lines):
+        atomic_write_text(path, "".join(kept))
 
 
 def _export_tower(model: GrokAligner, path: Path) -> None:
@@ -289,6 +338,7 @@ def train_aligner(
 
     started = time.perf_counter()
     output_dir = Path(args.output_dir)
+    check_output_dir(args)
     accelerator = Accelerator(
         cpu=use_cpu(), dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=args.seed)
     )
@@ -318,6 +368,8 @@ def train_aligner(
     if accelerator.is_main_process:
         output_dir.mkdir(parents=True, exist_ok=True)
     if accelerator.is_main_process and args.resume_from_checkpoint is None:
+        for stale in list_checkpoints(output_dir):  # only with overwrite_output_dir (check_output_dir)
+            shutil.rmtree(stale)
         # The unaligned baseline: the same tower, before any step (random init or the given RETFound).
         _export_tower(model, output_dir / INITIAL_OCT_TOWER_DIR)
     model, optimizer, train_loader, eval_loader = accelerator.prepare(model, optimizer, train_loader, eval_loader)
@@ -330,8 +382,11 @@ def train_aligner(
         accelerator.print(f"Resumed from {checkpoint}: epoch {state.epoch}, step {state.global_step}.")
     unwrapped: GrokAligner = accelerator.unwrap_model(model)
 
-    mode = "w" if args.resume_from_checkpoint is None else "a"
-    log = (output_dir / METRICS_FILE).open(mode) if accelerator.is_main_process else None
+    log = None
+    if accelerator.is_main_process:
+        if args.resume_from_checkpoint is not None:
+            _keep_metrics_until(output_dir / METRICS_FILE, state.global_step)
+        log = (output_dir / METRICS_FILE).open("w" if args.resume_from_checkpoint is None else "a")
     model.train()
     for epoch in range(state.epoch, args.num_train_epochs):
         train_loader.set_epoch(epoch)
@@ -368,10 +423,10 @@ def train_aligner(
         name = f"{CHECKPOINT_PREFIX}{state.global_step}"
         if state.best_metric is None or metrics["val_cosine"] > state.best_metric:
             state.best_metric, state.best_checkpoint = metrics["val_cosine"], name
-        _save_checkpoint(accelerator, output_dir, name, state, args.save_total_limit)
-        if log is not None:
+        if log is not None:  # before the checkpoint, so that each checkpoint's records are all in the log
             log.write(json.dumps({"step": state.global_step, "epoch": epoch + 1, **metrics}) + "\n")
             log.flush()
+        _save_checkpoint(accelerator, output_dir, name, state, args.save_total_limit)
         accelerator.print(
             f"epoch {epoch + 1}/{args.num_train_epochs}: val_cosine {metrics['val_cosine']:.4f} "
             f"(mismatched {metrics['val_cosine_mismatched']:.4f}), best {state.best_metric:.4f} at {state.best_checkpoint}"
@@ -408,7 +463,7 @@ def _save_checkpoint(accelerator, output_dir: Path, name: str, state: AlignmentS
     if accelerator.is_main_process:
         (tmp / "alignment_state.json").write_text(json.dumps(state.state_dict(), indent=2) + "\n")
         _replace_dir(tmp, output_dir / name)
-        stale = [p for p in _checkpoints(output_dir) if p.name not in (name, state.best_checkpoint)]
+        stale = [p for p in list_checkpoints(output_dir) if p.name not in (name, state.best_checkpoint)]
         for path in stale[: max(len(stale) - (keep - 1), 0)]:
             shutil.rmtree(path)
     accelerator.wait_for_everyone()

@@ -230,7 +230,8 @@ class GrokPipeline:
     ) -> Iterator[str]:
         """Yield the report's text as it is generated; build the `GrokReport` with `report` at the end.
 
-        A generation error in the worker thread surfaces here as a timeout after ``timeout`` idle seconds.
+        Generation runs in a worker thread; an error there ends the stream and is re-raised here.
+        ``timeout`` bounds the wait for each chunk.
         """
         values, _ = self._biomarkers(cfp, oct, biomarkers, measure, acquisition)
         inputs = self._inputs([(cfp, oct, values)])
@@ -239,14 +240,23 @@ class GrokPipeline:
         )
         kwargs = {"max_new_tokens": self.max_new_tokens, "do_sample": False, **generate_kwargs}
 
+        errors: list[Exception] = []
+
         def generate() -> None:
-            with torch.inference_mode():
-                self.model.generate(**inputs, streamer=streamer, **kwargs)
+            try:
+                with torch.inference_mode():
+                    self.model.generate(**inputs, streamer=streamer, **kwargs)
+            except Exception as error:  # re-raised in the caller's thread once the stream ends
+                errors.append(error)
+            finally:
+                streamer.end()  # a second end after a normal generate only queues what nobody reads
 
         thread = Thread(target=generate, daemon=True)
         thread.start()
         yield from streamer
         thread.join()
+        if errors:
+            raise errors[0]
 
     def biomarkers_for(
         self, cfp: Any = None, oct: Any = None, biomarkers: Mapping[str, object] | None = None,

@@ -25,6 +25,8 @@ from .guideline import AGE_SLOPE_PER_DECADE, LABEL_EVIDENCE, assess_all, descrip
 
 REPORT_SECTIONS: tuple[str, str, str] = ("Biomarker Assessments", "Sub-inference", "Conclusion")
 MAX_REPORT_WORDS = 300
+# A conclusion sentence naming the diagnosis {d}: one of the rules teacher's wordings and the DME likelihood probe.
+DIAGNOSIS_CONCLUSION = "The most likely diagnosis is {d}."
 
 # --- Student (GROK) ------------------------------------------------------------------------------------
 STUDENT_SYSTEM_PROMPT = (

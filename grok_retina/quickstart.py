@@ -1,7 +1,9 @@
 """The whole GROK pipeline on the phantom, offline and on CPU: data -> Stage I -> II -> III -> evaluation -> report.
 
 Each stage writes into ``output_dir`` and is skipped when its output is already there, so an interrupted run
-picks up where it stopped (Stage I resumes sample by sample).
+picks up where it stopped (Stage I resumes sample by sample, Stages II and III from their last checkpoint). The
+options that shaped each started stage are recorded in ``quickstart_options.json``; a re-run with other values
+for them is refused rather than mixing outputs.
 """
 
 from __future__ import annotations
@@ -13,6 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from processing.labels import LABELS
+
+from .evaluation.report import atomic_write_text
+
+OPTIONS_FILE = "quickstart_options.json"
 
 
 @dataclass
@@ -46,6 +52,52 @@ class _Stage:
 
     def __exit__(self, *exc):
         self.log.append({"stage": self.name, "seconds": round(time.perf_counter() - self.started, 1), "output": str(self.output)})
+
+
+def stage_options(args: QuickstartArguments) -> dict[str, dict]:
+    """The options that shape each resumable stage's outputs (evaluation and the example report always rerun)."""
+    return {
+        "data": {"n_train": args.n_train, "n_test": args.n_test, "seed": args.seed},
+        "instruct": {"seed": args.seed},
+        "align": {"n_train": args.n_train, "seed": args.seed, "align_epochs": args.align_epochs},
+        "sft": {"seed": args.seed, "sft_epochs": args.sft_epochs, "biomarker_tokens": args.biomarker_tokens,
+                "diagnosis_questions": args.diagnosis_questions},
+    }  # fmt: skip
+
+
+def _recorded_options(out: Path) -> dict[str, dict]:
+    path = out / OPTIONS_FILE
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def check_options(out: Path, options: dict[str, dict]) -> None:
+    """Refuse to resume in ``out`` when a stage already started there was run with other ``options``."""
+    differing: dict[str, tuple] = {}
+    for stage, recorded in _recorded_options(out).items():
+        for name, value in options.get(stage, {}).items():
+            if name in recorded and recorded[name] != value:
+                differing[name] = (recorded[name], value)
+    if differing:
+        listed = ", ".join(f"--{name} {old!r} there, {new!r} now" for name, (old, new) in sorted(differing.items()))
+        raise ValueError(
+            f"{out} holds a quickstart run made with other options ({listed}); resuming would mix their outputs. "
+            "Pass the same values to resume it, --fresh true to delete it and start over, or another --output_dir."
+        )
+
+
+def record_options(out: Path, stage: str, options: dict) -> None:
+    """Note (atomically) the ``options`` a stage is about to write its outputs in ``out`` with."""
+    recorded = _recorded_options(out)
+    if recorded.get(stage) != options:
+        atomic_write_text(out / OPTIONS_FILE, json.dumps({**recorded, stage: options}, indent=2) + "\n")
+
+
+def _last_checkpoint(folder: Path) -> Path | None:
+    """The newest ``checkpoint-<step>`` folder in ``folder``, if any."""
+    from .alignment import list_checkpoints
+
+    found = list_checkpoints(folder)
+    return found[-1] if found else None
 
 
 def _data(args: QuickstartArguments, folder: Path):
@@ -96,13 +148,17 @@ def run_quickstart(args: QuickstartArguments) -> dict:
     if args.fresh:
         shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True, exist_ok=True)
+    options = stage_options(args)
+    check_options(out, options)
     log: list[dict] = []
 
     with _Stage(log, 1, "phantom data (paired CFP + OCT, 37 ground-truth biomarkers)", out / "data"):
+        record_options(out, "data", options["data"])
         data = _data(args, out / "data")
         print(f"{len(data['train'])} training and {len(data['test'])} held-out eyes (disjoint patients).")
 
     with _Stage(log, 2, "Stage I: knowledge-guided instructions (offline rules teacher)", out / "instruct"):
+        record_options(out, "instruct", options["instruct"])
         teacher = RulesTeacher(seed=args.seed)
         train_sft = generate_instructions(data["train"], teacher, out / "instruct")
         test_sft = generate_instructions(data["test"], teacher, out / "instruct_test")
@@ -110,10 +166,13 @@ def run_quickstart(args: QuickstartArguments) -> dict:
     align_dir = out / "align"
     with _Stage(log, 3, "Stage II: OCT-biomarker contrastive alignment (tiny tower)", align_dir):
         if not (align_dir / "oct_tower").is_dir():
+            record_options(out, "align", options["align"])
+            resume = ["--resume_from_checkpoint", "latest"] if _last_checkpoint(align_dir) else []
             align_oct.main([
                 "--preset", "tiny", "--dataset", str(out / "data"), "--dataset_split", "train",
                 "--num_train_epochs", str(args.align_epochs), "--output_dir", str(align_dir), "--seed", str(args.seed),
                 "--per_device_train_batch_size", str(min(32, max(2, args.n_train // 4))),  # the preset's 32, or less
+                *resume,
             ])
         else:
             print("aligned tower found; skipping")
@@ -121,6 +180,7 @@ def run_quickstart(args: QuickstartArguments) -> dict:
     model_dir = out / "model"
     with _Stage(log, 4, "Stage III: SFT of the tiny backbone (TRL SFTTrainer)", model_dir):
         if not (model_dir / "config.json").is_file():
+            record_options(out, "sft", options["sft"])
             training = stage3_training_args(out / "sft", args.sft_epochs, args.seed, args.diagnosis_questions)
             components = GrokComponentArguments(
                 text_model="tiny", towers="tiny", tokens_per_image=16, tiny_vocab_size=4096,
@@ -128,8 +188,8 @@ def run_quickstart(args: QuickstartArguments) -> dict:
                 oct_encoder=str(align_dir / "oct_tower"),
                 merged_output_dir=str(model_dir),
             )
-            last = sorted((out / "sft").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
-            training.resume_from_checkpoint = str(last[-1]) if last else None
+            last = _last_checkpoint(out / "sft")
+            training.resume_from_checkpoint = str(last) if last else None
             run_sft(ScriptArguments(dataset_name=str(out / "instruct" / "dataset")), training,
                     ModelConfig(use_peft=False), components)
         else:
@@ -153,7 +213,8 @@ def run_quickstart(args: QuickstartArguments) -> dict:
 
         new = RetinaPhantom(seed=args.seed + 1000)[0]
         report = pipeline(cfp=new["cfp"], oct=new["oct"][0], biomarkers=new["biomarkers"])
-        (out / "example_report.json").write_text(json.dumps({"true_label": LABELS[new["label"]], **report.to_dict()}, indent=2, default=str))
+        atomic_write_text(out / "example_report.json",
+                          json.dumps({"true_label": LABELS[new["label"]], **report.to_dict()}, indent=2, default=str))
         print(report.text)
         print(f"\nPredicted: {report.label}   true: {LABELS[new['label']]}   grounding score: {report.verification.grounding:.2f}")
 
@@ -169,7 +230,7 @@ def run_quickstart(args: QuickstartArguments) -> dict:
         "model": str(model_dir),
         "train_examples": len(train_sft),
     }
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
     _print_summary(summary)
     return summary
 

@@ -70,9 +70,14 @@ def load_sft_dataset(script_args: ScriptArguments) -> DatasetDict:
     if name is None:
         raise ValueError("--dataset_name is required: a Stage I output folder (grok-retina instruct --out) or a Hub id.")
     data = load_from_disk(name) if Path(name).is_dir() else load_dataset(name, script_args.dataset_config)
+    split = script_args.dataset_train_split
     if isinstance(data, Dataset):
-        data = DatasetDict({script_args.dataset_train_split: data})
-    missing = {"prompt", "completion", "images"} - set(data[script_args.dataset_train_split].column_names)
+        data = DatasetDict({split: data})
+    if split not in data:
+        raise ValueError(
+            f"{name} has no split {split!r} to train on; it has {list(data)}. Pass one with --dataset_train_split."
+        )
+    missing = {"prompt", "completion", "images"} - set(data[split].column_names)
     if missing:
         raise ValueError(
             f"{name} lacks columns {sorted(missing)}; Stage III expects the prompt-completion format written by "

@@ -18,6 +18,9 @@ from huggingface_hub.repocard import RepoCard
 from huggingface_hub.repocard_data import model_index_to_eval_results
 from huggingface_hub.utils import HFValidationError, validate_repo_id
 
+from processing.biomarkers import BIOMARKERS, CFP_BIOMARKER_NAMES, OCT_BIOMARKER_NAMES
+from processing.labels import LABEL_DISPLAY, LABELS
+
 if TYPE_CHECKING:
     from grok_retina.evaluation.report import EvaluationResult
 
@@ -56,7 +59,12 @@ REQUIRED_FIELDS: dict[str, tuple[str, ...]] = {
 }
 _CARD_CLASSES: dict[str, type[RepoCard]] = {"model": ModelCard, "dataset": DatasetCard, "space": SpaceCard}
 _LICENSE_RE = re.compile(r"^[a-z0-9][a-z0-9.\-]*$")
-
+_OCT_UNITS = "/".join(sorted({b.unit for b in BIOMARKERS if b.modality == "oct"}))
+# What every card template may say about the schema and the label set (read from their one source).
+SCHEMA_FACTS = {
+    "n_biomarkers": len(BIOMARKERS),
+    "label_descriptions": ", ".join(LABEL_DISPLAY[label] for label in LABELS),
+}
 
 # One-line descriptions of the GROK dataset columns (processing.grok_dataset.grok_features).
 COLUMN_DOCS: dict[str, str] = {
@@ -65,8 +73,9 @@ COLUMN_DOCS: dict[str, str] = {
     "eye": "OD (right) or OS (left), empty when unknown",
     "cfp": "colour fundus photograph (image)",
     "oct": "OCT B-scans (list of images, the central foveal B-scan first)",
-    "biomarkers": "the 37 biomarkers (31 OCT thicknesses in µm, 6 CFP vessel and disc measures); missing as null",
-    "label": "diagnosis label (ClassLabel: AMD, Glaucoma, Diabetes, Hypertension, Alzheimer, DiabeticRetinopathy, Normal)",
+    "biomarkers": f"the {len(BIOMARKERS)} biomarkers ({len(OCT_BIOMARKER_NAMES)} OCT measures in {_OCT_UNITS}, "
+                  f"{len(CFP_BIOMARKER_NAMES)} CFP vessel and disc measures); missing as null",
+    "label": f"diagnosis label (ClassLabel: {', '.join(LABELS)})",
     "report": "reference report text (may be empty)",
     "oct_axial_um_per_px": "OCT axial pixel size in µm (null when unknown)",
     "oct_lateral_um_per_px": "OCT lateral pixel size in µm (null when unknown)",
@@ -190,6 +199,7 @@ def render_model_card(
         not_a_medical_device=NOT_A_MEDICAL_DEVICE,
         citation=CITATION,
         paper_url=PAPER_URL,
+        **SCHEMA_FACTS,
         paper_title=PAPER_TITLE,
     )
     validate_card(card, "model")
@@ -217,7 +227,8 @@ def render_dataset_card(
     (tagged ``synthetic``) or real data, whose card then makes the publisher responsible for consent,
     de-identification and the licence."""
     _repo_ids("repo_id", repo_id)
-    pretty_name = pretty_name or f"GROK {'retinal phantom' if synthetic else 'retinal dataset'} (CFP + OCT + 37 biomarkers)"
+    kind = "retinal phantom" if synthetic else "retinal dataset"
+    pretty_name = pretty_name or f"GROK {kind} (CFP + OCT + {len(BIOMARKERS)} biomarkers)"
     if not splits or not all(isinstance(n, int) and n > 0 for n in splits.values()):
         raise CardError(f"splits: give each split's row count (> 0), got {dict(splits)!r}.")
     data = DatasetCardData(
@@ -241,6 +252,7 @@ def render_dataset_card(
         not_a_medical_device=NOT_A_MEDICAL_DEVICE,
         citation=CITATION,
         paper_url=PAPER_URL,
+        **SCHEMA_FACTS,
     )
     validate_card(card, "dataset")
     return card
@@ -287,6 +299,7 @@ def render_space_readme(
         not_a_medical_device=NOT_A_MEDICAL_DEVICE,
         citation=CITATION,
         paper_url=PAPER_URL,
+        **SCHEMA_FACTS,
     )
     validate_card(card, "space")
     return card

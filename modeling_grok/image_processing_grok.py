@@ -13,8 +13,35 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 MIN_IMAGE_SIDE = 16
 
 
+def _check_finite(array: np.ndarray, field: str) -> None:
+    if not np.isfinite(array).all():
+        raise ValueError(f"{field}: the image has NaN or infinite pixels; fix or drop the image.")
+
+
+def _scale(array: np.ndarray, field: str) -> np.ndarray:
+    """Array pixels as float32 in [0, 1]: uint8 / 255, uint16 / 65535; other numbers by their values: within
+    [0, 1] as given, within [0, 255] as 8-bit values (/ 255). Anything else has no known bit depth (12-bit OCT
+    stored as int16, say) and is refused rather than clipped."""
+    if array.dtype == np.uint8:
+        return array.astype(np.float32) / 255.0
+    if array.dtype == np.uint16:
+        return array.astype(np.float32) / 65535.0
+    fix = "convert it to uint8 (0-255), or to float in [0, 1], e.g. array / array.max()"
+    if not (np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)):
+        raise ValueError(f"{field}: pixel type {array.dtype} is not supported; {fix}.")
+    array = array.astype(np.float32)
+    _check_finite(array, field)
+    low, high = (float(array.min()), float(array.max())) if array.size else (0.0, 0.0)
+    if low < 0.0 or high > 255.0:
+        raise ValueError(f"{field}: pixel values {low:g} to {high:g} have no known bit depth; {fix}.")
+    return array if high <= 1.0 else array / 255.0
+
+
 def _to_array(image: Any, field: str) -> np.ndarray:
-    """An image as a float32 array in [0, 1], shape (H, W) or (H, W, C); errors name ``field``."""
+    """An image as a float32 array in [0, 1], shape (H, W) or (H, W, C); errors name ``field``.
+
+    PIL images are scaled by mode, numpy arrays and torch tensors by dtype (see `_scale`).
+    """
     if isinstance(image, Image.Image):
         if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
             array = np.asarray(image, dtype=np.float32)
@@ -26,29 +53,16 @@ def _to_array(image: Any, field: str) -> np.ndarray:
             array = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
         else:
             raise ValueError(f"{field}: unsupported PIL image mode {image.mode!r}; convert it to 'RGB' or 'L'.")
+        _check_finite(array, field)
     elif hasattr(image, "detach") and hasattr(image, "cpu"):  # torch tensor, CHW or HW
-        array = image.detach().cpu().float().numpy()
+        tensor = image.detach().cpu()
+        array = _scale((tensor.float() if tensor.is_floating_point() else tensor).numpy(), field)
         if array.ndim == 3 and array.shape[0] in (1, 3, 4) and array.shape[-1] not in (1, 3, 4):
             array = array.transpose(1, 2, 0)
     elif isinstance(image, np.ndarray):
-        array = image
+        array = _scale(image, field)
     else:
         raise ValueError(f"{field}: expected a PIL image, a numpy array or a torch tensor, got {type(image).__name__}.")
-    array = np.asarray(array)
-    if array.dtype == np.uint8:
-        array = array.astype(np.float32) / 255.0
-    elif array.dtype == np.uint16:
-        array = array.astype(np.float32) / 65535.0
-    elif np.issubdtype(array.dtype, np.number):
-        array = array.astype(np.float32)
-        if not np.isfinite(array).all():
-            raise ValueError(f"{field}: the image has NaN or infinite pixels; fix or drop the image.")
-        if array.max(initial=0) > 1.0:
-            array = array / 255.0
-    else:
-        raise ValueError(f"{field}: pixel type {array.dtype} is not numeric.")
-    if not np.isfinite(array).all():
-        raise ValueError(f"{field}: the image has NaN or infinite pixels; fix or drop the image.")
     if array.ndim == 3 and array.shape[-1] == 1:
         array = array[..., 0]
     if array.ndim == 3 and array.shape[-1] == 4:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping, Sequence
+from numbers import Real
 from typing import Any
 
 from transformers import AutoTokenizer
@@ -65,6 +66,20 @@ def add_placeholder_tokens(
         tokenizer.pad_token = tokenizer.eos_token
     cfp_id, oct_id, biomarker_id = (tokenizer.convert_tokens_to_ids(t) for t in tokens)
     return cfp_id, oct_id, biomarker_id
+
+
+def _biomarker_value(value: object, index: int, name: str) -> float:
+    """``value`` as a float of the biomarker vector: NaN for None or NaN; anything but a finite number is refused."""
+    if value is None:
+        return math.nan
+    if isinstance(value, Real) and not isinstance(value, bool):
+        number = float(value)
+        if not math.isinf(number):
+            return number
+    raise ValueError(
+        f"Sample {index}: biomarker {name!r} must be a finite number, got {value!r}; pass None (or leave it out) "
+        "when it is missing."
+    )
 
 
 class GrokProcessor(ProcessorMixin):
@@ -170,7 +185,10 @@ class GrokProcessor(ProcessorMixin):
         )
 
     def biomarker_values(self, biomarkers: Sequence[Mapping[str, object] | None]) -> list[list[float]]:
-        """One row per sample in the order of ``biomarker_names``; NaN where a value is missing or None."""
+        """One row per sample in the order of ``biomarker_names``; NaN where a value is missing, None or NaN.
+
+        Values must be finite numbers (not booleans or text); errors name the sample and the biomarker.
+        """
         rows = []
         for index, values in enumerate(biomarkers):
             values = dict(values or {})
@@ -180,11 +198,7 @@ class GrokProcessor(ProcessorMixin):
                     f"Sample {index}: biomarkers {unknown} are not among this model's biomarker_names; use the schema "
                     "names (processing.biomarkers.BIOMARKER_NAMES)."
                 )
-            row = []
-            for name in self.biomarker_names:
-                value = values.get(name)
-                row.append(math.nan if value is None else float(value))
-            rows.append(row)
+            rows.append([_biomarker_value(values.get(name), index, name) for name in self.biomarker_names])
         return rows
 
     def __call__(

@@ -117,9 +117,14 @@ def validate_biomarkers(
 ) -> dict[str, float | None]:
     """Check names and values and return all 37 keys, missing ones as None.
 
-    Rejects unknown names, non-numeric values, NaN/inf and (with ``check_range``) values outside the
-    plausible range; ``where`` names the record in the error (a row, a file).
+    Rejects anything but a mapping, unknown names, non-numeric values, inf and (with ``check_range``) values
+    outside the plausible range; NaN counts as missing. ``where`` names the record in the error (a row, a file).
     """
+    if values is not None and not isinstance(values, Mapping):
+        raise BiomarkerError(
+            f"{where}: expected a mapping of biomarker names to numbers, e.g. {{'rnfl': 28.5}}, "
+            f"got a {type(values).__name__}."
+        )
     out: dict[str, float | None] = dict.fromkeys(BIOMARKER_NAMES)
     for name, raw in (values or {}).items():
         spec = get_biomarker(name)

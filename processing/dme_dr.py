@@ -12,10 +12,9 @@ Mapping into the GROK schema:
 - **labels per eye**: ``dr_grade`` (ClassLabel "0", "NPDR", "PDR"; None when unknown) and ``dme``
   (ClassLabel "no", "yes"). Rows of one eye are merged: a known grade wins over an unknown one ("-" or
   empty), and conflicting known values take the more severe one (with a warning);
-- **label**: DiabeticRetinopathy when the grade is NPDR or PDR, *or* when DME is present (DME is a
-  complication of diabetic retinopathy, graded as such by ETDRS); Normal when the grade is "0" without
-  DME. An eye with an unknown grade and no DME has no GROK label and is left out (with a warning);
-- **eye**: "OD" stays, "OI" (ojo izquierdo) becomes "OS";
+- **label** from the grade and DME by `processing.labels.dr_dme_label`; an eye with an unknown grade and no
+  DME has no GROK label and is left out (with a warning);
+- **eye**: "OD" stays, "OI" (ojo izquierdo) becomes "OS" (`processing.grok_dataset.normalise_eye`);
 - ``biomarkers`` are all None (to be measured, stage 0) and ``report`` None; the pixel scales are None:
   the device is not documented (the README only says the B-scans were halved from 1408x573 to 704x288,
   so one OCT pixel is two original pixels on each axis);
@@ -34,14 +33,14 @@ from pathlib import Path
 from PIL import Image
 
 from .biomarkers import BIOMARKER_NAMES
-from .grok_dataset import grok_features, split_by_patient
-from .labels import DME_STATUSES, DR_GRADES
+from .grok_dataset import grok_features, normalise_eye, split_by_patient
+from .labels import DME_STATUSES, DR_GRADES, dr_dme_label
 
 logger = logging.getLogger(__name__)
 
 ENV_ROOT = "GROK_DME_DR_ROOT"
 DEFAULT_ROOT = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "dme-dr-paired"
-EYES = {"OD": "OD", "OI": "OS", "OS": "OS"}
+LABEL_COLUMNS: tuple[str, ...] = ("file", "patient", "eye", "DME", "DR")
 
 
 def resolve_root(root: str | os.PathLike | None = None) -> Path:
@@ -62,6 +61,15 @@ def dme_dr_features():
     return grok_features({"dme": ClassLabel(names=list(DME_STATUSES)), "dr_grade": ClassLabel(names=list(DR_GRADES))})
 
 
+def _eye(value: str) -> str:
+    """'OD'/'OS' for a known spelling (`processing.grok_dataset.EYE_ALIASES`), else the value as written (such
+    eyes are grouped as written and stored with eye None)."""
+    try:
+        return normalise_eye(value)
+    except ValueError:
+        return value.strip()
+
+
 def _merge(values: list[str], order: tuple[str, ...], what: str, eye: tuple[str, str]) -> str | None:
     known = sorted({v for v in values if v in order}, key=order.index)
     if len(known) > 1:
@@ -73,13 +81,21 @@ def dme_dr_records(root: str | os.PathLike | None = None) -> list[dict]:
     """One record per fundus photo (see the module docstring), with absolute image paths."""
     root = resolve_root(root)
     with (root / "labels.csv").open(newline="") as handle:
-        rows = list(csv.DictReader(handle))
+        reader = csv.DictReader(handle)
+        reader.fieldnames = [name.strip() for name in reader.fieldnames or []]
+        missing = [name for name in LABEL_COLUMNS if name not in reader.fieldnames]
+        if missing:
+            raise ValueError(
+                f"{root / 'labels.csv'} lacks the column(s) {missing}; its header must name {list(LABEL_COLUMNS)} "
+                f"(it has {reader.fieldnames})."
+            )
+        rows = list(reader)
     by_eye: dict[tuple[str, str], dict[str, list]] = defaultdict(
         lambda: {"fundus": [], "oct": [], "dme": [], "dr": []}
     )
     seen: set[str] = set()
     for row in rows:
-        eye = (row["patient"].strip(), EYES.get(row["eye"].strip().upper(), row["eye"].strip()))
+        eye = (row["patient"].strip(), _eye(row["eye"]))
         entry = by_eye[eye]
         entry["dme"].append(row["DME"].strip())
         entry["dr"].append(row["DR"].strip())
@@ -101,11 +117,11 @@ def dme_dr_records(root: str | os.PathLike | None = None) -> list[dict]:
             unpaired += 1
             continue
         grade = _merge(entry["dr"], DR_GRADES, "DR grades", (patient, eye))
-        dme = _merge(entry["dme"], ("0", "1"), "DME labels", (patient, eye)) == "1"
-        if grade is None and not dme:
+        dme = DME_STATUSES[int(_merge(entry["dme"], ("0", "1"), "DME labels", (patient, eye)) == "1")]
+        label = dr_dme_label(grade, dme)
+        if label is None:
             unlabelled += 1
             continue
-        label = "DiabeticRetinopathy" if dme or grade in ("NPDR", "PDR") else "Normal"
         octs = [str(p) for p in sorted(entry["oct"], key=lambda p: p.name)]
         for fundus in sorted(entry["fundus"], key=lambda p: p.name):
             records.append({
@@ -120,7 +136,7 @@ def dme_dr_records(root: str | os.PathLike | None = None) -> list[dict]:
                 "oct_axial_um_per_px": None,
                 "oct_lateral_um_per_px": None,
                 "cfp_um_per_px": None,
-                "dme": DME_STATUSES[int(dme)],
+                "dme": dme,
                 "dr_grade": grade,
             })  # fmt: skip
     if unpaired:

@@ -38,12 +38,17 @@ SCALE_COLUMNS: tuple[str, ...] = ("oct_axial_um_per_px", "oct_lateral_um_per_px"
 COLUMNS: tuple[str, ...] = ("id", "patient_id", "eye", "cfp", "oct", "biomarkers", "label", "report", *SCALE_COLUMNS)
 REQUIRED_MANIFEST_COLUMNS: tuple[str, ...] = ("id", "patient_id", "cfp", "oct", "label")
 MANIFEST_SUFFIXES: tuple[str, ...] = (".csv", ".jsonl")
-EYE_ALIASES: dict[str, str] = {
+Eye = Literal["OD", "OS"]
+# The one table of eye spellings (lower case; matched in any case), used by manifests, the DME/DR set and
+# `processing.measure`.
+EYE_ALIASES: dict[str, Eye] = {
     **dict.fromkeys(("od", "r", "re", "right"), "OD"),
     **dict.fromkeys(("os", "oi", "l", "le", "left"), "OS"),  # OI: ojo izquierdo
 }
 OutOfRange = Literal["reject", "flag"]
 _HUB_ID = re.compile(r"[\w.-]+(/[\w.-]+)?")
+_LOCAL_SUFFIXES: tuple[str, ...] = (*MANIFEST_SUFFIXES, ".json", ".parquet")
+_LOCAL_PREFIXES: tuple[str, ...] = ("./", "../", "~", "/")
 
 
 def grok_features(extra: Mapping[str, object] | None = None):
@@ -65,6 +70,19 @@ def grok_features(extra: Mapping[str, object] | None = None):
     if clash:
         raise ValueError(f"Extra columns {sorted(clash)} would replace GROK columns; rename them.")
     return Features({**features, **(extra or {})})
+
+
+def normalise_eye(eye: str | None) -> Eye | None:
+    """'OD'/'OS' from any spelling in `EYE_ALIASES` (any case, e.g. OD, RE, right, OS, OI, LE, left); None stays
+    None. Raises a ValueError naming the accepted spellings."""
+    if eye is None:
+        return None
+    code = EYE_ALIASES.get(str(eye).strip().lower())
+    if code is None:
+        raise ValueError(
+            f"eye {eye!r} is not an eye; use OD (right) or OS (left) (also accepted: {', '.join(EYE_ALIASES)})."
+        )
+    return code
 
 
 class ManifestError(ValueError):
@@ -215,11 +233,18 @@ def _parse_row(
     if nested is not None and not isinstance(nested, dict):
         problems.add(number, "biomarkers", "must be a JSON object mapping biomarker names to numbers.")
         nested = None
-    for key, value in {**raw, **(nested or {})}.items():
+    for key, value in raw.items():
         if key in BIOMARKERS_BY_NAME:
             values[key] = value
         elif key not in COLUMNS and key not in extra_columns and not csv_file:  # a CSV header is checked once
             problems.add(number, key, _unknown_column(key))
+    for key, value in (nested or {}).items():  # the object holds biomarkers only, in a CSV cell as in JSONL
+        try:
+            get_biomarker(key)
+        except BiomarkerError as error:
+            problems.add(number, key, f"{error} (a key of the biomarkers object)")
+            continue
+        values[key] = value
 
     record: dict[str, object] = {}
     for name in ("id", "patient_id"):
@@ -232,9 +257,10 @@ def _parse_row(
     eye = raw.get("eye")
     record["eye"] = None
     if not _blank(eye):
-        record["eye"] = EYE_ALIASES.get(str(eye).strip().lower())
-        if record["eye"] is None:
-            problems.add(number, "eye", f"{eye!r} is not an eye; use OD (right) or OS (left), or leave it empty.")
+        try:
+            record["eye"] = normalise_eye(eye)
+        except ValueError as error:
+            problems.add(number, "eye", f"{error} Or leave it empty.")
 
     record["cfp"] = None
     if _blank(raw.get("cfp")):
@@ -418,8 +444,11 @@ def load_grok_dataset(
             )
     elif path.exists():
         raise ValueError(f"{path}: unsupported file type; give a .csv/.jsonl manifest, a .parquet file or a folder.")
-    elif not _HUB_ID.fullmatch(str(source)):
-        raise FileNotFoundError(f"No such file or folder: {path}")
+    elif not _is_hub_id(str(source)):
+        raise FileNotFoundError(
+            f"No such file or folder: {path}; give a .csv/.jsonl manifest, a .parquet file, a dataset folder or a Hub "
+            "id (name or owner/name)."
+        )
     else:
         try:
             loaded = datasets.load_dataset(str(source))
@@ -432,17 +461,41 @@ def load_grok_dataset(
         missing = [c for c in COLUMNS if c not in part.column_names]
         if missing:
             raise ValueError(f"{source} is not a GROK dataset: columns {missing} are missing (see grok_features()).")
-    if split is None:
-        return loaded
-    if isinstance(loaded, datasets.DatasetDict):
-        if split not in loaded:
-            raise ValueError(f"{source} has no split {split!r}; it has {list(loaded)}.")
-        return loaded[split]
-    if split != "train":
+    return select_split(loaded, source, split)
+
+
+def _is_hub_id(source: str) -> bool:
+    """Whether ``source`` reads as a Hub dataset id (``name`` or ``owner/name``), not as a local path: a file
+    suffix (.csv, .jsonl, .json, .parquet) or a leading ./ ../ ~ / make it local."""
+    return (
+        _HUB_ID.fullmatch(source) is not None
+        and not source.lower().endswith(_LOCAL_SUFFIXES)
+        and not source.startswith(_LOCAL_PREFIXES)
+    )
+
+
+def check_no_split(source: str | os.PathLike, split: str | None) -> None:
+    """Raise a ValueError unless ``split`` suits a dataset without splits: None, or "train" for the whole set."""
+    if split not in (None, "train"):
         raise ValueError(
-            f"{source} is a single dataset without a {split!r} split; use split_by_patient() to make one."
+            f"{source} has no splits, so no {split!r} split: drop the split (--split) to use the whole set, point "
+            "at the held-out dataset instead, or make splits with split_by_patient()."
         )
-    return loaded
+
+
+def select_split(data, source: str | os.PathLike, split: str | None):
+    """Split ``split`` of ``data`` (named ``source`` in errors): all of ``data`` when ``split`` is None; a single
+    `datasets.Dataset` answers only to "train" (the whole set). Raises a ValueError naming the splits there are."""
+    import datasets
+
+    if split is None:
+        return data
+    if isinstance(data, datasets.DatasetDict):
+        if split not in data:
+            raise ValueError(f"{source} has no split {split!r}; it has {list(data)}.")
+        return data[split]
+    check_no_split(source, split)
+    return data
 
 
 def split_by_patient(dataset, val_fraction: float = 0.2, seed: int = 0, stratify_by: str | None = "label"):

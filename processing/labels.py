@@ -105,25 +105,35 @@ def dr_dme_names(dr_grade: int | str | None, dme: int | str | None) -> tuple[str
     return out[0], out[1]
 
 
-def check_dr_dme(label: str | None, dr_grade: str | None, dme: str | None) -> None:
-    """Raise a ValueError naming the field when ``dr_grade`` / ``dme`` are not valid values or contradict
-    ``label`` when it is given (DiabeticRetinopathy needs a grade of NPDR/PDR or DME; Normal needs grade "0"
-    without DME)."""
+def _check_dr_dme_names(dr_grade: str | None, dme: str) -> None:
+    """Raise a ValueError naming the field when ``dr_grade`` (None: ungraded) or ``dme`` is not a valid name."""
     if dr_grade is not None and dr_grade not in DR_GRADES:
         raise ValueError(f"dr_grade {dr_grade!r} is not one of {DR_GRADES}; use None when the grade is unknown.")
-    if dme is not None and dme not in DME_STATUSES:
+    if dme not in DME_STATUSES:
         raise ValueError(f"dme {dme!r} is not one of {DME_STATUSES}.")
+
+
+def dr_dme_label(dr_grade: str | None, dme: str) -> str | None:
+    """The GROK label of a diabetic eye: DiabeticRetinopathy with a grade of NPDR/PDR or with DME (a
+    complication of diabetic retinopathy, graded as such by ETDRS), Normal with grade "0" and no DME; None
+    when the grade is unknown and there is no DME (no diagnosis)."""
+    _check_dr_dme_names(dr_grade, dme)
+    if dme == "yes" or dr_grade in ("NPDR", "PDR"):
+        return "DiabeticRetinopathy"
+    return "Normal" if dr_grade == "0" else None
+
+
+def check_dr_dme(label: str | None, dr_grade: str | None, dme: str | None) -> None:
+    """Raise a ValueError naming the field when ``dr_grade`` / ``dme`` are not valid values or contradict
+    ``label`` when it is given (the rule of `dr_dme_label`)."""
     if dr_grade is None and dme is None:
         return
     if dme is None:
         raise ValueError(f"dr_grade is {dr_grade!r} but dme is None; give the DME status ('no' or 'yes') too.")
+    expected = dr_dme_label(dr_grade, dme)
     if label is None:
         return
-    if dme == "yes" or dr_grade in ("NPDR", "PDR"):
-        expected = "DiabeticRetinopathy"
-    elif dr_grade == "0":
-        expected = "Normal"
-    else:
+    if expected is None:
         raise ValueError("dr_grade is None and dme is 'no': the eye has no diagnosis; give its DR grade.")
     if label != expected:
         raise ValueError(
@@ -135,10 +145,7 @@ def check_dr_dme(label: str | None, dr_grade: str | None, dme: str | None) -> No
 def dr_dme_diagnosis(dr_grade: str | None, dme: str) -> str:
     """The diagnosis a conclusion names for a DR grade (None: ungraded) and a DME status, e.g.
     "non-proliferative diabetic retinopathy with diabetic macular oedema"."""
-    if dr_grade is not None and dr_grade not in DR_GRADES:
-        raise ValueError(f"dr_grade {dr_grade!r} is not one of {DR_GRADES}; use None when the grade is unknown.")
-    if dme not in DME_STATUSES:
-        raise ValueError(f"dme {dme!r} is not one of {DME_STATUSES}.")
+    _check_dr_dme_names(dr_grade, dme)
     if dr_grade == "0":
         return "diabetic macular oedema without diabetic retinopathy" if dme == "yes" else (
             f"{DR_GRADE_DISPLAY['0']} and no macular oedema"

@@ -17,34 +17,32 @@ def parse_phantom_spec(spec: str, default_seed: int = 0) -> tuple[int, int]:
 
 
 def load_source(spec: str, split: str | None = None, default_seed: int = 0, **phantom_kwargs):
-    """The dataset ``spec`` names.
+    """The dataset ``spec`` names, or its split ``split``.
 
     - ``phantom:N[:seed]``: N rendered phantom eyes (`processing.phantom.phantom_dataset`, keyword
       arguments such as ``cfp_size`` go to it; ``default_seed`` when the spec names no seed);
-    - ``dme-dr``: the real paired DME/DR set, split by patient (``split`` picks train or validation);
+    - ``dme-dr``: the real paired DME/DR set, split by patient into train and validation;
     - a `save_to_disk` folder of any dataset (a Stage I output included);
     - anything `processing.grok_dataset.load_grok_dataset` reads (manifest, Parquet, Hub id).
+
+    A source without splits (a phantom, a single saved Dataset) answers to ``split`` None or "train" (the
+    whole set) and raises a ValueError for any other; an unknown split of a split source names its splits.
     """
     import datasets
+
+    from .grok_dataset import check_no_split, load_grok_dataset, select_split
 
     if spec.startswith(PHANTOM_PREFIX):
         from .phantom import phantom_dataset
 
         n, seed = parse_phantom_spec(spec, default_seed)
+        check_no_split(spec, split)  # before rendering
         return phantom_dataset(n, seed=seed, **phantom_kwargs)
     if spec == DME_DR:
         from .dme_dr import load_dme_dr
 
-        data = load_dme_dr()
-        return data[split] if split else data
+        return select_split(load_dme_dr(), spec, split)
     path = Path(spec)
     if path.is_dir() and ((path / "dataset_dict.json").is_file() or (path / "state.json").is_file()):
-        data = datasets.load_from_disk(str(path))
-        if split and isinstance(data, datasets.DatasetDict):
-            if split not in data:
-                raise ValueError(f"{spec} has no split {split!r}; it has {list(data)}.")
-            return data[split]
-        return data
-    from .grok_dataset import load_grok_dataset
-
+        return select_split(datasets.load_from_disk(str(path)), spec, split)
     return load_grok_dataset(spec, split=split)

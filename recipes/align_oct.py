@@ -9,12 +9,14 @@
 Writes ``output_dir/oct_tower`` (load it into GROK with ``GrokForConditionalGeneration.from_components(...,
 oct_encoder=output_dir/oct_tower, oct_vision_config=load_oct_vision_config(output_dir/oct_tower))``), the
 aligner itself (``GrokAligner.from_pretrained(output_dir)``), ``initial_oct_tower`` (the baseline),
-``metrics.jsonl`` and ``checkpoint-<step>`` folders (``--resume_from_checkpoint latest``).
+``metrics.jsonl`` and ``checkpoint-<step>`` folders (``--resume_from_checkpoint latest``). A fresh run refuses
+an ``--output_dir`` holding an earlier run's checkpoints; ``--overwrite_output_dir`` deletes them instead.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -34,6 +36,7 @@ class AlignScriptArguments:
     eval_dataset: str | None = field(
         default=None, metadata={"help": "Validation data; default: --validation_fraction of --dataset's patients."}
     )
+    eval_dataset_split: str | None = field(default=None, metadata={"help": "Split of --eval_dataset, if it has splits."})
     validation_fraction: float = field(default=0.1, metadata={"help": "Patients held out for validation."})
     oct_encoder: str | None = field(
         default=None, metadata={"help": "RETFound checkpoint (file, folder or Hub id) to start from; default random."}
@@ -47,6 +50,7 @@ class AlignScriptArguments:
     also_probe: str | None = field(
         default=None, metadata={"help": "Held-out data: after training, probe the aligned vs unaligned tower on it."}
     )
+    also_probe_split: str | None = field(default=None, metadata={"help": "Split of --also_probe, if it has splits."})
     probe_output_json: str | None = field(default=None, metadata={"help": "Probe JSON (default output_dir/probe.json)."})
 
 
@@ -65,13 +69,21 @@ def main(argv: list[str] | None = None) -> int:
     from accelerate import PartialState
     from transformers import set_seed
 
-    from grok_retina.alignment import OCTPairDataset, load_pairs_source, prepare_oct_pairs, train_aligner, use_cpu
+    from grok_retina.alignment import (
+        OCTPairDataset,
+        check_output_dir,
+        load_pairs_source,
+        prepare_oct_pairs,
+        train_aligner,
+        use_cpu,
+    )
     from modeling_grok.configuration_aligner import GrokAlignerConfig
     from modeling_grok.image_processing_grok import GrokOCTImageProcessor
     from modeling_grok.modeling_aligner import GrokAligner
     from processing.grok_dataset import split_by_patient
 
     script_args, training_args, tower = parse_args(argv)
+    check_output_dir(training_args)  # before the data work; train_aligner checks again
     distributed = PartialState(cpu=use_cpu())
     set_seed(training_args.seed)
     config = GrokAlignerConfig(
@@ -83,13 +95,24 @@ def main(argv: list[str] | None = None) -> int:
     )
     processor = GrokOCTImageProcessor(size=int(config.oct_vision_config["img_size"]))
     cache_dir = Path(script_args.cache_dir).expanduser()
+    try:
+        sources = {
+            "train": (script_args.dataset, script_args.dataset_split, "--dataset_split"),
+            "eval": (script_args.eval_dataset, script_args.eval_dataset_split, "--eval_dataset_split"),
+            "probe": (script_args.also_probe, script_args.also_probe_split, "--also_probe_split"),
+        }
+        with distributed.main_process_first():
+            loaded = {name: load_pairs_source(*spec) for name, spec in sources.items() if spec[0] is not None}
+    except (FileNotFoundError, ValueError) as error:
+        print(f"grok-retina align: {error}", file=sys.stderr)
+        return 2
+    train_data = loaded["train"]
+    if "eval" in loaded:
+        eval_data = loaded["eval"]
+    else:
+        splits = split_by_patient(train_data, script_args.validation_fraction, seed=training_args.seed)
+        train_data, eval_data = splits["train"], splits["validation"]
     with distributed.main_process_first():
-        train_data = load_pairs_source(script_args.dataset, script_args.dataset_split)
-        if script_args.eval_dataset is None:
-            splits = split_by_patient(train_data, script_args.validation_fraction, seed=training_args.seed)
-            train_data, eval_data = splits["train"], splits["validation"]
-        else:
-            eval_data = load_pairs_source(script_args.eval_dataset)
         train_set, eval_set = (
             OCTPairDataset(prepare_oct_pairs(data, processor.size, config.biomarker_names, cache_dir),
                            processor.image_mean, processor.image_std)
@@ -109,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
         from grok_retina.probe import probe_aligned_vs_unaligned, save_probe_results
 
         results = probe_aligned_vs_unaligned(
-            result.output_dir, None, train_data, load_pairs_source(script_args.also_probe), cache_dir=cache_dir
+            result.output_dir, None, train_data, loaded["probe"], cache_dir=cache_dir
         )
         results["alignment"] = {"train_pairs": len(train_set), "best_val_cosine": result.best_metric,
                                 "steps": result.global_step, "seconds": result.seconds}  # fmt: skip

@@ -7,10 +7,14 @@
 
 On a graded set (``dme`` / ``dr_grade`` columns, e.g. the real DME/DR set) it also reports DME ROC AUC / F1,
 DR-grade macro-F1 and their confusion matrices, and writes the trivial baselines to baselines.json / .md.
+
+Generated reports and judge results are recorded in --out as they are made; the same command run again resumes
+from them (a folder made with another model or dataset is refused).
 """
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,8 +25,10 @@ from transformers import HfArgumentParser
 class EvaluateArguments:
     model: str = field(metadata={"help": "A GROK folder or Hub id."})
     dataset: str = field(metadata={"help": "phantom:N[:seed], dme-dr, a save_to_disk folder (Stage I or GROK), a manifest."})
-    split: str | None = field(default=None, metadata={"help": "Split to evaluate (e.g. test, validation)."})
-    out: str = field(default="outputs/evaluation", metadata={"help": "Folder for gou_results.json/.md/.model-index.yaml."})
+    split: str | None = field(default=None, metadata={
+        "help": "Split to evaluate (e.g. test, validation); needed when the dataset has several."})
+    out: str = field(default="outputs/evaluation", metadata={
+        "help": "Folder for gou_results.json/.md/.model-index.yaml; running again with it resumes the evaluation."})
     limit: int | None = field(default=None, metadata={"help": "Evaluate the first N samples only."})
     ablation: bool = field(default=False, metadata={"help": "Also run OCT-only and CFP-only (the paper's ablation)."})
     batch_size: int = field(default=16)
@@ -51,22 +57,38 @@ def _sft_rows(dataset, n: int):
 
 def main(argv: list[str] | None = None) -> int:
     (args,) = HfArgumentParser(EvaluateArguments).parse_args_into_dataclasses(args=argv)
-    from grok_retina.evaluation.gou import evaluate_model, samples_from_dataset
+    from datasets import DatasetDict
+
+    from grok_retina.evaluation.gou import ResumeError, evaluate_model, samples_from_dataset
     from grok_retina.evaluation.judge import RubricJudge
     from grok_retina.pipeline import GrokPipeline
     from processing.sources import load_source
 
-    dataset = load_source(args.dataset, split=args.split)
+    try:
+        dataset, split = load_source(args.dataset, split=args.split), args.split or "all"
+    except ValueError as error:  # an unknown split, an invalid manifest
+        print(f"grok-retina evaluate: {error}", file=sys.stderr)
+        return 2
+    if isinstance(dataset, DatasetDict):
+        if len(dataset) != 1:
+            print(f"grok-retina evaluate: {args.dataset} has splits {list(dataset)}; choose one with --split.",
+                  file=sys.stderr)
+            return 2
+        ((split, dataset),) = dataset.items()
     if args.limit:
         dataset = dataset.select(range(min(args.limit, len(dataset))))
     pipeline = GrokPipeline.from_pretrained(args.model, device=args.device, max_new_tokens=args.max_new_tokens, measure_missing=False)
     judge = RubricJudge(args.judge_model, base_url=args.judge_base_url) if args.judge_model else None
-    result, ablation = evaluate_model(
-        pipeline, samples_from_dataset(dataset), model_name=args.model, dataset_name=args.dataset,
-        split=args.split or "all", out_dir=args.out, judge=judge, ablation=args.ablation,
-        batch_size=args.batch_size, embeddings=args.embeddings, dme_likelihood=args.dme_likelihood,
-        conditioning_rows=_sft_rows(dataset, args.conditioning_rows), diagnosis_question=args.diagnosis_question,
-    )
+    try:
+        result, ablation = evaluate_model(
+            pipeline, samples_from_dataset(dataset), model_name=args.model, dataset_name=args.dataset,
+            split=split, out_dir=args.out, judge=judge, ablation=args.ablation,
+            batch_size=args.batch_size, embeddings=args.embeddings, dme_likelihood=args.dme_likelihood,
+            conditioning_rows=_sft_rows(dataset, args.conditioning_rows), diagnosis_question=args.diagnosis_question,
+        )
+    except ResumeError as error:
+        print(f"grok-retina evaluate: {error}", file=sys.stderr)
+        return 2
     print(result.to_markdown())
     baselines = Path(args.out) / "baselines.md"
     if "dme" in result.sections and baselines.is_file():

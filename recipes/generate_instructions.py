@@ -60,7 +60,11 @@ def main(argv: list[str] | None = None) -> int:
     from grok_retina.instruct import generate_instructions
     from grok_retina.teachers import OpenAITeacher, RulesTeacher, TeacherError
 
-    dataset = load_dataset_arg(args.dataset, args.split, args.seed)
+    try:
+        dataset = load_dataset_arg(args.dataset, args.split, args.seed)
+    except (FileNotFoundError, ValueError) as error:
+        print(f"grok-retina instruct: {error}", file=sys.stderr)
+        return 2
     if args.teacher == "rules":
         teacher = RulesTeacher(seed=args.seed)
     else:

@@ -22,7 +22,7 @@
 - **Speed**: seconds per image for `measure_oct` and `measure_cfp` (one process; the median over
   ``--timing_n`` images of each kind, wall and CPU time), on phantom and real images.
 
-Writes the figures as JSON to ``--out`` and prints them.
+Writes the figures as JSON to ``--out`` (atomically: a reader never sees a partial file) and prints them.
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ import numpy as np
 from transformers import HfArgumentParser
 
 from grok_retina.evaluation.classification import roc_auc
+from grok_retina.evaluation.report import atomic_write_text
 
 TARGETS = {"central_subfield_pct": 5.0, "cup_to_disc_ratio": 0.05, "dme_auc": 0.85}
 EYE_FEATURES = ("central_thickness_px", "peak_thickness_px", "fluid_share")
@@ -378,9 +379,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"real set skipped: {error}", file=sys.stderr)
     if args.timing_n > 0:
         figures["timing_s"] = timings(args.timing_n, args.phantom_seed, args.real_root)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(figures, indent=2) + "\n")
+    out = atomic_write_text(args.out, json.dumps(figures, indent=2) + "\n")
     print(format_figures({k: v for k, v in figures.items() if "skipped" not in v}))
     print(f"wrote {out}")
     return 0

@@ -11,6 +11,7 @@ tower folder or the RETFound checkpoint alignment started from). Prints a markdo
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -28,7 +29,7 @@ class ProbeArguments:
     )
     unaligned_format: Literal["auto", "retfound", "retizero", "timm"] = field(default="auto")
     train_split: str = field(default="train", metadata={"help": "Split of --train_dataset."})
-    test_split: str = field(default="train", metadata={"help": "Split of --test_dataset (e.g. test)."})
+    test_split: str | None = field(default=None, metadata={"help": "Split of --test_dataset, if it has splits (e.g. validation)."})
     biomarkers: list[str] | None = field(default=None, metadata={"help": "Targets (default: the aligner's)."})
     output_json: str | None = field(default=None, metadata={"help": "Results file (default <aligned>/probe.json)."})
     cache_dir: str = field(default="~/.cache/grok_retina/oct_pairs", metadata={"help": "Processed OCT cache."})
@@ -41,11 +42,17 @@ def main(argv: list[str] | None = None) -> int:
     from grok_retina.probe import probe_aligned_vs_unaligned, save_probe_results
 
     (args,) = HfArgumentParser(ProbeArguments).parse_args_into_dataclasses(args=argv)
+    try:
+        train = load_pairs_source(args.train_dataset, args.train_split, "--train_split")
+        test = load_pairs_source(args.test_dataset, args.test_split, "--test_split")
+    except (FileNotFoundError, ValueError) as error:
+        print(f"grok-retina probe: {error}", file=sys.stderr)
+        return 2
     results = probe_aligned_vs_unaligned(
         args.aligned,
         args.unaligned,
-        load_pairs_source(args.train_dataset, args.train_split),
-        load_pairs_source(args.test_dataset, args.test_split),
+        train,
+        test,
         names=args.biomarkers,
         cache_dir=Path(args.cache_dir).expanduser(),
         unaligned_format=args.unaligned_format,

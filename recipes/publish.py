@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         options.update(model_id=args.model_id, package_spec=args.package_spec)
     try:
         result = publish(args.kind, args.repo_id, source, private=args.private, dry_run_dir=args.dry_run, **options)
-    except (ValueError, FileNotFoundError) as error:  # PublishError, CardError, ManifestError, bad repo ids
+    except (ValueError, FileNotFoundError) as error:  # PublishError, CardError, ResultsFileError, ManifestError, bad repo ids
         print(f"grok-retina publish {args.kind}: {error}", file=sys.stderr)
         return 2
     where = f"dry run: {len(result.files)} files in {result.tree}" if result.dry_run else f"uploaded {len(result.files)} files to {result.url}"

@@ -11,6 +11,8 @@ from pathlib import Path
 
 from transformers import HfArgumentParser
 
+from processing.biomarkers import BiomarkerError, validate_biomarkers
+
 
 @dataclass
 class ReportArguments:
@@ -25,18 +27,38 @@ class ReportArguments:
     device: str | None = field(default=None)
 
 
+def _read_biomarkers(path: str) -> dict[str, float | None]:
+    """The validated biomarkers of a ``--biomarkers`` JSON file; bad files exit with a message naming the flag."""
+    flag = f"--biomarkers {path}"
+    must = 'it must hold one JSON object mapping biomarker names to numbers, e.g. {"rnfl": 28.5}'
+    try:
+        given = json.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as error:
+        raise SystemExit(f"grok-retina report: cannot read {flag} ({error.strerror or error}).") from None
+    except ValueError as error:  # JSON syntax, or not UTF-8
+        raise SystemExit(f"grok-retina report: {flag} is not valid JSON ({error}); {must}.") from None
+    if not isinstance(given, dict):
+        kind = {list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(type(given), "a number")
+        raise SystemExit(f"grok-retina report: {flag} holds {kind}, not an object; {must}.")
+    try:
+        return validate_biomarkers(given, where=flag)
+    except BiomarkerError as error:
+        raise SystemExit(f"grok-retina report: {error}") from None
+
+
 def main(argv: list[str] | None = None) -> int:
     (args,) = HfArgumentParser(ReportArguments).parse_args_into_dataclasses(args=argv)
     from PIL import Image
 
+    from grok_retina.evaluation.report import atomic_write_text
     from grok_retina.pipeline import GrokPipeline
 
     if args.cfp is None and not args.oct:
         raise SystemExit("grok-retina report: give --cfp and/or --oct image files.")
+    given = _read_biomarkers(args.biomarkers) if args.biomarkers else None
     cfp = Image.open(args.cfp) if args.cfp else None
     scans = [Image.open(p) for p in args.oct or []]
     oct = (scans[0] if len(scans) == 1 else scans) if scans else None
-    given = json.loads(Path(args.biomarkers).read_text()) if args.biomarkers else None
     pipe = GrokPipeline.from_pretrained(args.model, device=args.device, max_new_tokens=args.max_new_tokens,
                                         measure_missing=args.measure_missing)
     values, source = pipe.biomarkers_for(cfp, oct, given)
@@ -52,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     check = report.verification
     print(f"\n\nLabel: {report.label}   grounding: {check.grounding:.2f}   unsupported numbers: {len(check.fabricated)}")
     if args.json_out:
-        Path(args.json_out).write_text(json.dumps(report.to_dict(), indent=2, default=str))
+        atomic_write_text(args.json_out, json.dumps(report.to_dict(), indent=2, default=str))
     return 0
 
 

@@ -1,5 +1,5 @@
-"""Stage II training and probing: the OCT tensor cache, the ridge probe, resuming, a 2-process launch, and a tiny
-alignment that beats the unaligned tower on the probe."""
+"""Stage II training and probing: the OCT tensor cache, the ridge probe, resuming, refusing to overwrite an earlier
+run, a 2-process launch, and a tiny alignment that beats the unaligned tower on the probe."""
 
 import json
 import os
@@ -30,19 +30,22 @@ def _grok_dataset(n: int, seed: int = 0):
     return Dataset.from_list(synthetic_grok_rows(n, seed), features=grok_features())
 
 
-def _train(output_dir, train, val, resume=None, epochs=2, lr=1e-3, batch=16):
+def _train(output_dir, train, val, resume=None, epochs=2, lr=1e-3, batch=16, overwrite=False):
     set_seed(0)
     model = GrokAligner(tiny_aligner_config())
     args = AlignmentArguments(
         output_dir=str(output_dir), learning_rate=lr, per_device_train_batch_size=batch, num_train_epochs=epochs,
-        save_total_limit=2, logging_steps=1000, resume_from_checkpoint=resume,
+        save_total_limit=2, logging_steps=1000, resume_from_checkpoint=resume, overwrite_output_dir=overwrite,
     )  # fmt: skip
     return train_aligner(model, train, val, args)
 
 
+def _records(output_dir) -> list[dict]:
+    return [json.loads(line) for line in (Path(output_dir) / "metrics.jsonl").read_text().splitlines()]
+
+
 def _steps(output_dir) -> dict[int, dict]:
-    lines = [json.loads(line) for line in (Path(output_dir) / "metrics.jsonl").read_text().splitlines()]
-    return {line["step"]: line for line in lines if "loss" in line}
+    return {line["step"]: line for line in _records(output_dir) if "loss" in line}
 
 
 def test_oct_pairs_go_through_the_oct_processor_and_are_cached(tmp_path):
@@ -86,12 +89,16 @@ def test_resume_continues_the_step_count_and_matches_an_uninterrupted_run(tmp_pa
     part_dir = tmp_path / "part"
     _train(part_dir, train, val)
     assert sorted(p.name for p in part_dir.glob("checkpoint-*")) == ["checkpoint-4", "checkpoint-8"]
-    shutil.rmtree(part_dir / "checkpoint-8")  # as if the run had stopped during epoch 2
-    (part_dir / "metrics.jsonl").unlink()
+    shutil.rmtree(part_dir / "checkpoint-8")  # as if the run had stopped late in epoch 2, its steps logged
+    with (part_dir / "metrics.jsonl").open("a") as log:
+        log.write('{"step": 9, "lo')  # a record torn by the stop
     resumed = _train(part_dir, train, val, resume=str(part_dir / "checkpoint-4"))
     assert full.global_step == resumed.global_step == 8
+    # Epoch 1's records are kept, the steps after checkpoint-4 are logged once, by the resumed run.
+    records = _records(part_dir)
+    assert [r["step"] for r in records if "loss" in r] == [1, 2, 3, 4, 5, 6, 7, 8]
+    assert [r["step"] for r in records if "val_cosine" in r] == [4, 8]
     steps_full, steps_resumed = _steps(tmp_path / "full"), _steps(part_dir)
-    assert sorted(steps_resumed) == [5, 6, 7, 8]
     for step in steps_resumed:
         for key in ("loss", "image_std", "biomarker_std", "lr"):
             assert steps_resumed[step][key] == pytest.approx(steps_full[step][key], rel=1e-5), (step, key)
@@ -99,6 +106,29 @@ def test_resume_continues_the_step_count_and_matches_an_uninterrupted_run(tmp_pa
     for key, value in load_file(tmp_path / "full/checkpoint-8/model.safetensors").items():
         torch.testing.assert_close(final_resumed[key], value, msg=key)
     assert resumed.best_metric == pytest.approx(full.best_metric, rel=1e-6)
+
+
+def test_a_fresh_run_refuses_a_folder_with_an_earlier_runs_checkpoints(tmp_path):
+    train, val = synthetic_dataset(64, seed=0), synthetic_dataset(32, seed=1)
+    _train(tmp_path, train, val, epochs=2)
+    checkpoints = sorted(p.name for p in tmp_path.glob("checkpoint-*"))
+    metrics = (tmp_path / "metrics.jsonl").read_bytes()
+    weights = (tmp_path / "checkpoint-8/model.safetensors").read_bytes()
+    refusal = r"checkpoint-4, checkpoint-8.*--resume_from_checkpoint latest.*--overwrite_output_dir"
+    with pytest.raises(FileExistsError, match=refusal):
+        _train(tmp_path, train, val, epochs=1, lr=5e-3)
+    assert sorted(p.name for p in tmp_path.glob("checkpoint-*")) == checkpoints == ["checkpoint-4", "checkpoint-8"]
+    assert (tmp_path / "metrics.jsonl").read_bytes() == metrics
+    assert (tmp_path / "checkpoint-8/model.safetensors").read_bytes() == weights
+    # The recipe refuses before loading any data.
+    from recipes import align_oct
+
+    with pytest.raises(FileExistsError, match="--overwrite_output_dir"):
+        align_oct.main(["--preset", "tiny", "--dataset", str(tmp_path / "no-such-data"), "--output_dir", str(tmp_path)])
+    # Asked to overwrite: the earlier checkpoints go (checkpoint-8 would otherwise pass for the newest).
+    result = _train(tmp_path, train, val, epochs=1, overwrite=True)
+    assert [p.name for p in tmp_path.glob("checkpoint-*")] == ["checkpoint-4"] and result.global_step == 4
+    assert [r["step"] for r in _records(tmp_path)] == [1, 2, 3, 4, 4]
 
 
 def test_tiny_alignment_beats_the_unaligned_tower_on_the_probe(tmp_path):
@@ -141,3 +171,22 @@ def test_two_process_accelerate_launch_trains_and_probes(tmp_path):
     probe = json.loads((out / "probe.json").read_text())
     assert set(probe["towers"]) == {"aligned", "unaligned"} and probe["n_test"] == 16
     assert "MAE reduction" in result.stdout
+
+
+def test_held_out_sources_with_splits_need_their_split_named(tmp_path, capsys):
+    """A held-out source with splits is never read as its train split by default: the recipes ask for the split."""
+    from datasets import DatasetDict
+
+    from recipes import align_oct, probe_biomarkers
+
+    DatasetDict(train=_grok_dataset(8, seed=0), validation=_grok_dataset(4, seed=1)).save_to_disk(str(tmp_path / "both"))
+    out = tmp_path / "align"
+    common = ["--preset", "tiny", "--output_dir", str(out), "--cache_dir", str(tmp_path / "cache")]
+    assert align_oct.main([*common, "--dataset", str(tmp_path / "both"), "--also_probe", str(tmp_path / "both")]) == 2
+    assert "has splits ['train', 'validation']; choose one with --also_probe_split" in capsys.readouterr().err
+    assert align_oct.main([*common, "--dataset", str(tmp_path / "both"), "--eval_dataset", str(tmp_path / "both")]) == 2
+    assert "choose one with --eval_dataset_split" in capsys.readouterr().err
+    assert not out.exists()  # refused before any training
+    assert probe_biomarkers.main(["--aligned", str(out), "--train_dataset", str(tmp_path / "both"),
+                                  "--test_dataset", str(tmp_path / "both")]) == 2
+    assert "choose one with --test_split" in capsys.readouterr().err

@@ -47,6 +47,12 @@ def test_bad_values_name_the_field(values, match):
         validate_biomarkers(values, where="row 3")
 
 
+@pytest.mark.parametrize("values", [[1, 2], "rnfl=28.5", 28.5])
+def test_anything_but_a_mapping_is_a_named_biomarker_error(values):
+    with pytest.raises(BiomarkerError, match=r"^row 3: expected a mapping of biomarker names to numbers"):
+        validate_biomarkers(values, where="row 3")
+
+
 def test_status_against_normal_range():
     assert biomarker_status("cup_to_disc_ratio", 0.8) == "high"
     assert biomarker_status("gc_ipl", 50.0) == "low"

@@ -1,12 +1,12 @@
 """DME ROC AUC / F1 and DR-grade macro-F1 with known answers, the model-likelihood DME score, the baselines,
-and `evaluate_model` on a graded set."""
+`evaluate_model` on a graded set, resuming it after a crash, and the `grok-retina evaluate` recipe's split check."""
 
 import json
 import math
 
 import pytest
 import torch
-from datasets import ClassLabel, Dataset, Features, List, Value
+from datasets import ClassLabel, Dataset, DatasetDict, Features, List, Value
 from datasets import Image as ImageFeature
 
 from grok_retina.evaluation.benchmark import evaluate_reports
@@ -18,10 +18,13 @@ from grok_retina.evaluation.dme_dr import (
     dr_dme_baselines,
     dr_grade_metrics,
 )
-from grok_retina.evaluation.gou import evaluate_model, samples_from_dataset
+from grok_retina.evaluation.gou import ResumeError, evaluate_model, samples_from_dataset
+from grok_retina.evaluation.judge import JudgeOutcome, JudgeUsage
 from grok_retina.evaluation.report import EvaluationResult
+from grok_retina.evaluation.rubric import validate_judgement
 from grok_retina.pipeline import GrokPipeline
 from processing.labels import DME_STATUSES, DR_GRADES
+from tests.test_eval_rubric_judge import judgement_json
 from tests.tiny_components import fundus_image, oct_image, tiny_model_and_processor
 
 
@@ -154,3 +157,118 @@ def test_evaluate_model_on_a_graded_set(pipe, tmp_path):
     parsed, _ = evaluate_model(pipe, samples, model_name="tiny", dataset_name="graded", split="validation",
                                out_dir=tmp_path / "parse", embeddings=False, dme_likelihood=False)
     assert parsed.sections["dme"]["score"] == PARSE_SCORE
+
+
+# --- resuming an interrupted evaluation ------------------------------------------------------------------
+class FlakyPipeline:
+    """The tiny pipeline, counting the reports it generates; batch ``fail_at`` raises (a crash)."""
+
+    def __init__(self, pipe, fail_at=None):
+        self.pipe, self.fail_at, self.batches, self.reports = pipe, fail_at, 0, 0
+
+    def __getattr__(self, name):
+        return getattr(self.pipe, name)
+
+    def __call__(self, **inputs):
+        self.batches += 1
+        if self.batches == self.fail_at:
+            raise RuntimeError("generation crashed")
+        self.reports += len(inputs["cfp"])
+        return self.pipe(**inputs)
+
+
+class StubJudge:
+    """A judge with a fixed judgement, counting the reports it grades; grading number ``fail_at`` raises."""
+
+    model, concurrency = "stub-judge", 2
+
+    def __init__(self, fail_at=None):
+        self.fail_at, self.calls = fail_at, 0
+
+    async def judge_many(self, samples, on_outcome=None):
+        outcomes = []
+        for index, sample in enumerate(samples):
+            self.calls += 1
+            if self.calls == self.fail_at:
+                raise RuntimeError("judging crashed")
+            judgement = validate_judgement(json.loads(judgement_json()))
+            outcomes.append(JudgeOutcome(index, sample.id, judgement, None, JudgeUsage(1, 1, 10, 5)))
+            if on_outcome is not None:
+                on_outcome(outcomes[-1])
+        return outcomes
+
+
+def evaluate(pipeline, samples, out_dir, judge, **overrides):
+    options = {"model_name": "tiny", "dataset_name": "graded", "split": "validation", "out_dir": out_dir,
+               "judge": judge, "ablation": True, "batch_size": 2, "embeddings": False, **overrides}
+    return evaluate_model(pipeline, samples, **options)
+
+
+def test_an_interrupted_evaluation_resumes_without_redoing_work(pipe, tmp_path):
+    samples = samples_from_dataset(graded_rows())
+    evaluate(FlakyPipeline(pipe), samples, tmp_path / "whole", StubJudge())
+
+    out = tmp_path / "resumed"
+    crashing = FlakyPipeline(pipe, fail_at=2)  # the second batch of CFP+OCT reports
+    with pytest.raises(RuntimeError, match="generation crashed"):
+        evaluate(crashing, samples, out, StubJudge())
+    assert crashing.reports == 2 and len((out / "generated_reports.jsonl").read_text().splitlines()) == 2
+    with (out / "generated_reports.jsonl").open("a") as handle:
+        handle.write('{"setting": "cfp+oct", "id": "c", "rep')  # a line cut short by the crash
+
+    flaky, judge = FlakyPipeline(pipe), StubJudge(fail_at=6)  # the second report of OCT only
+    with pytest.raises(RuntimeError, match="judging crashed"):
+        evaluate(flaky, samples, out, judge)
+    assert flaky.reports == 2 + 4  # the rest of CFP+OCT, then OCT only
+    assert len((out / "judgements.jsonl").read_text().splitlines()) == 5  # CFP+OCT, and OCT only's first
+
+    flaky, judge = FlakyPipeline(pipe), StubJudge()
+    result, ablation = evaluate(flaky, samples, out, judge)
+    assert flaky.reports == 4 and judge.calls == 3 + 4  # CFP only's reports; the rest of OCT only, CFP only judged
+    assert result.sections["rubric"]["judged"] == 4 and result.sections["rubric"]["usage"]["calls"] == 4
+    for name in ("gou_results.json", "gou_results.md", "ablation.json", "baselines.json"):
+        assert (out / name).read_text() == (tmp_path / "whole" / name).read_text(), name
+    records = [json.loads(line) for line in (out / "generated_reports.jsonl").read_text().splitlines()]
+    assert len(records) == 12 and {r["setting"] for r in records} == {"cfp+oct", "oct", "cfp"}
+
+    flaky, judge = FlakyPipeline(pipe), StubJudge()
+    evaluate(flaky, samples, out, judge)  # a finished run is all reused
+    assert flaky.reports == judge.calls == 0
+
+
+def test_records_of_another_model_or_dataset_are_refused(pipe, tmp_path):
+    samples = samples_from_dataset(graded_rows())
+    evaluate(pipe, samples, tmp_path, None, ablation=False, dme_likelihood=False)
+    with pytest.raises(ResumeError, match=r"model 'tiny' there, 'other' now.*another output folder \(--out\)"):
+        evaluate(pipe, samples, tmp_path, None, model_name="other")
+    with pytest.raises(ResumeError, match="samples 4 there, 3 now"):
+        evaluate(pipe, samples[:3], tmp_path, None)
+    retrained = GrokPipeline(*tiny_model_and_processor(seed=1), max_new_tokens=8, measure_missing=False)
+    with pytest.raises(ResumeError, match="model_weights"):
+        evaluate(retrained, samples, tmp_path, None)
+    (tmp_path / "run.json").unlink()
+    with pytest.raises(ResumeError, match=f"delete {tmp_path} to start over"):
+        evaluate(pipe, samples, tmp_path, None)
+    with pytest.raises(ValueError, match=r"sample ids \['a'\] repeat"):
+        evaluate(pipe, [samples[0], samples[0]], tmp_path / "dup", None)
+
+
+def test_the_recipe_asks_for_a_split_before_loading_the_model(pipe, tmp_path, monkeypatch, capsys):
+    from recipes.evaluate_gou import main
+
+    folder = tmp_path / "graded"
+    DatasetDict({"train": graded_rows(), "validation": graded_rows()}).save_to_disk(str(folder))
+    loaded = []
+    monkeypatch.setattr(GrokPipeline, "from_pretrained", lambda *args, **kwargs: loaded.append(args) or pipe)
+    argv = ["--model", "tiny", "--dataset", str(folder), "--out", str(tmp_path / "eval"), "--embeddings", "false"]
+    for extra in ([], ["--limit", "2"]):
+        assert main(argv + extra) == 2
+        assert f"{folder} has splits ['train', 'validation']; choose one with --split" in capsys.readouterr().err
+    assert main([*argv, "--split", "test"]) == 2
+    assert f"{folder} has no split 'test'; it has ['train', 'validation']" in capsys.readouterr().err
+    assert not loaded
+    assert main([*argv, "--split", "validation", "--limit", "2"]) == 0
+    saved = json.loads((tmp_path / "eval" / "gou_results.json").read_text())
+    assert (saved["split"], saved["config"]["n"]) == ("validation", 2)
+    assert main([*argv, "--split", "validation", "--limit", "3"]) == 2  # the folder holds another run's records
+    assert "samples 2 there, 3 now" in capsys.readouterr().err

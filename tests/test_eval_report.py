@@ -13,7 +13,7 @@ from grok_retina.evaluation.classification import binary_metrics, diagnosis_metr
 from grok_retina.evaluation.grounding import grounding_metrics
 from grok_retina.evaluation.judge import RubricJudge
 from grok_retina.evaluation.regression import regression_metrics
-from grok_retina.evaluation.report import EvaluationResult, headline_metrics
+from grok_retina.evaluation.report import EvaluationResult, ResultsFileError, headline_metrics
 from grok_retina.evaluation.text_metrics import rouge_l
 from tests.fake_openai import FakeOpenAIServer, Reply
 from tests.test_eval_rubric_judge import judgement_json
@@ -73,6 +73,26 @@ def test_write_json_markdown_and_yaml_atomically(tmp_path):
     assert "| Diagnosis | macro-F1 | 0.6667 |" in markdown
     assert "| Normal | 0.0000 | 0.0000 | 0.0000 | 1 |" in markdown  # per-class table
     assert yaml.safe_load(paths["model_index"].read_text())["model-index"] == result.model_index()
+
+
+def test_loading_another_json_names_the_file_and_the_fix(tmp_path):
+    ablation = tmp_path / "ablation.json"
+    ablation.write_text(json.dumps({"reports": {}, "sections": {}}))
+    with pytest.raises(ResultsFileError, match=r"ablation.json is not an evaluation result: it lacks the keys model, "
+                                               r"dataset, split; has unknown keys reports; pass --results the "
+                                               r"gou_results.json"):
+        EvaluationResult.load_json(ablation)
+    baselines = tmp_path / "baselines.json"
+    baselines.write_text(json.dumps([make_result().to_dict()]))
+    with pytest.raises(ResultsFileError, match="baselines.json holds a JSON list, not an evaluation result"):
+        EvaluationResult.load_json(baselines)
+    broken = tmp_path / "gou_results.json"
+    broken.write_text(json.dumps({**make_result().to_dict(), "sections": []}))
+    with pytest.raises(ResultsFileError, match="has non-object values for sections"):
+        EvaluationResult.load_json(broken)
+    broken.write_text("{")
+    with pytest.raises(ResultsFileError, match="gou_results.json is not JSON"):
+        EvaluationResult.load_json(broken)
 
 
 def test_model_index_without_metrics_is_an_error():

@@ -8,8 +8,11 @@ import pytest
 from datasets import ClassLabel, Dataset, DatasetDict, Value
 from PIL import Image
 
+import processing.dme_dr
+import processing.phantom
 from processing.biomarkers import BIOMARKER_NAMES
 from processing.grok_dataset import (
+    EYE_ALIASES,
     ManifestError,
     grok_features,
     load_grok_dataset,
@@ -17,6 +20,8 @@ from processing.grok_dataset import (
     validate_manifest,
 )
 from processing.labels import LABELS
+from processing.measure.oct import normalise_eye
+from processing.sources import load_source
 
 
 @pytest.fixture
@@ -123,6 +128,24 @@ def test_unknown_biomarker_names_are_errors_with_a_suggestion(images):
     assert dataset[0]["dme"] == "yes"
 
 
+def test_unknown_names_in_a_csv_biomarkers_cell_are_errors(images):
+    path = _write_csv(images, [_row(biomarkers=json.dumps({"central_subfeld": 300, "rpe": 30}))])
+    problems = validate_manifest(path).problems
+    assert [(p.row, p.field) for p in problems] == [(1, "central_subfeld")]
+    assert "central_subfield" in problems[0].message and "biomarkers object" in problems[0].message
+
+
+def test_every_eye_spelling_is_accepted_by_manifests_and_measurement(images):
+    spellings = [s for alias in EYE_ALIASES for s in (alias, alias.upper(), f" {alias.title()} ")]
+    rows = [_row(id=f"r{i}", eye=spelling) for i, spelling in enumerate(spellings)]
+    dataset = load_grok_dataset(_write_csv(images, rows))
+    expected = [EYE_ALIASES[s.strip().lower()] for s in spellings]
+    assert dataset["eye"] == expected == [normalise_eye(s) for s in spellings]
+    assert {"RE", "LE", "OI", "right", "L"} <= set(spellings)
+    with pytest.raises(ValueError, match="'middle' is not an eye; use OD .right. or OS .left."):
+        normalise_eye("middle")
+
+
 def test_out_of_range_is_flagged_not_clipped(images):
     path = _write_csv(images, [_row(cup_to_disc_ratio="1.4"), _row(id="b", cup_to_disc_ratio="0.3")])
     dataset = load_grok_dataset(path, on_out_of_range="flag")
@@ -164,6 +187,38 @@ def test_load_grok_dataset_reads_saved_parquet_and_manifest_folders(images, tmp_
         load_grok_dataset(tmp_path / "empty")
     with pytest.raises(FileNotFoundError, match="neither a local path nor a loadable Hub dataset"):
         load_grok_dataset("someone/missing-grok-dataset")
+
+
+@pytest.mark.parametrize(
+    "source", ["data/manifest.csv", "my_data/manifest.jsonl", "data.parquet", "rows.json", "./data", "../data", "~/x"]
+)
+def test_missing_local_looking_paths_are_not_tried_on_the_hub(source, monkeypatch):
+    def hub(*args, **kwargs):
+        raise AssertionError(f"{source} was looked up on the Hub")
+
+    monkeypatch.setattr("datasets.load_dataset", hub)
+    with pytest.raises(FileNotFoundError, match=f"No such file or folder: .*{source.lstrip('.~/')}"):
+        load_grok_dataset(source)
+
+
+def test_load_source_refuses_a_split_a_source_does_not_have(images, tmp_path, monkeypatch):
+    single = load_grok_dataset(_write_csv(images, [_row(), _row(id="b", patient_id="p2")]))
+    single.save_to_disk(str(tmp_path / "single"))
+    assert len(load_source(str(tmp_path / "single"))) == len(load_source(str(tmp_path / "single"), split="train")) == 2
+    with pytest.raises(ValueError, match=r"single has no splits, so no 'test' split: drop the split"):
+        load_source(str(tmp_path / "single"), split="test")
+
+    rendered = []
+    monkeypatch.setattr(processing.phantom, "phantom_dataset", lambda n, seed, **kw: rendered.append(n) or single)
+    assert load_source("phantom:2", split="train") is single and rendered == [2]
+    with pytest.raises(ValueError, match="phantom:2 has no splits, so no 'test' split"):
+        load_source("phantom:2", split="test")
+    assert rendered == [2]  # refused before rendering
+
+    monkeypatch.setattr(processing.dme_dr, "load_dme_dr", lambda: split_by_patient(single, 0.5))
+    assert len(load_source("dme-dr", split="validation")) == 1
+    with pytest.raises(ValueError, match=r"dme-dr has no split 'test'; it has \['train', 'validation'\]"):
+        load_source("dme-dr", split="test")
 
 
 def test_split_by_patient_keeps_patients_whole():

@@ -12,7 +12,9 @@ from huggingface_hub.repocard import metadata_load
 from grok_retina.evaluation.classification import diagnosis_metrics
 from grok_retina.evaluation.report import EvaluationResult
 from hub_cards import CITATION, NOT_A_MEDICAL_DEVICE, CardError, render_dataset_card, render_model_card, validate_card
-from hub_cards.cards import _human, render_space_readme
+from hub_cards.cards import COLUMN_DOCS, _human, render_space_readme
+from processing.biomarkers import BIOMARKERS, CFP_BIOMARKER_NAMES, OCT_BIOMARKER_NAMES
+from processing.labels import LABELS
 from tests.tiny_components import tiny_model_and_processor
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -58,6 +60,11 @@ def test_model_card_metadata_and_model_index(model_dir, results_file, tmp_path):
     assert {r.metric_name: r.metric_value for r in parsed.data.eval_results}["Diagnosis: accuracy"] == 0.75
     body = parsed.text
     assert NOT_A_MEDICAL_DEVICE in body and CITATION in body and "arXiv" in CITATION and "2510.04281" in CITATION
+    from processing.biomarkers import BIOMARKERS
+    from processing.labels import LABEL_DISPLAY, LABELS
+
+    assert f"{len(BIOMARKERS)} quantitative biomarkers" in body and "{{" not in body  # every template field filled
+    assert ", ".join(LABEL_DISPLAY[label] for label in LABELS) in " ".join(body.split())
     for section in ("## Intended use", "## Limitations", "## Evaluation", "## Citation"):
         assert section in body
     assert 'from_pretrained("grok-retina/grok-retina-tiny", trust_remote_code=True)' in body
@@ -124,6 +131,15 @@ def test_dataset_card():
     assert "synthetic" not in real.data.tags and "consent, de-identification" in real.text
     with pytest.raises(CardError, match="splits: give each split's row count"):
         render_dataset_card("org/x", {"train": 0}, features, synthetic=True)
+
+
+def test_column_docs_come_from_the_label_set_and_the_biomarker_schema():
+    assert COLUMN_DOCS["label"] == f"diagnosis label (ClassLabel: {', '.join(LABELS)})"
+    counts = f"the {len(BIOMARKERS)} biomarkers ({len(OCT_BIOMARKER_NAMES)} OCT measures in µm, {len(CFP_BIOMARKER_NAMES)}"
+    assert COLUMN_DOCS["biomarkers"].startswith(counts)
+    card = render_dataset_card("org/x", {"train": 1}, {"label": COLUMN_DOCS["label"]}, synthetic=True)
+    assert card.data.pretty_name == f"GROK retinal phantom (CFP + OCT + {len(BIOMARKERS)} biomarkers)"
+    assert f"| `label` | {COLUMN_DOCS['label']} |" in card.text
 
 
 def test_space_readme_and_the_checked_in_copy():

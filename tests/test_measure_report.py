@@ -1,6 +1,10 @@
-"""The stage 0 report's real-set evaluation: AUC, the logistic model, patient folds and the held-out split."""
+"""The stage 0 report's real-set evaluation: AUC, the logistic model, patient folds and the held-out split; its
+figures file is replaced atomically."""
 
 from __future__ import annotations
+
+import json
+import os
 
 import numpy as np
 import pytest
@@ -124,3 +128,16 @@ def test_eye_features_average_the_measured_b_scans():
     assert keys == [("p1", "OD")]
     assert features["central_thickness_px"].tolist() == [50.0] and features["peak_thickness_px"].tolist() == [60.0]
     assert features["fluid_share"].tolist() == [0.5]
+
+
+def test_the_figures_file_is_replaced_whole_never_rewritten_in_place(tmp_path, monkeypatch):
+    figures = {"pairs": 1, "seed": 0, "biomarkers": {}}
+    monkeypatch.setattr(report, "phantom_figures", lambda n, seed, num_proc: figures)
+    out = tmp_path / "results" / "measure.json"
+    out.parent.mkdir()
+    out.write_text('{"old": true}\n')
+    os.link(out, tmp_path / "reader.json")  # what a reader holding the old file sees
+    assert report.main(["--phantom_n", "1", "--skip_real", "true", "--timing_n", "0", "--out", str(out)]) == 0
+    assert json.loads(out.read_text()) == {"phantom": figures}
+    assert json.loads((tmp_path / "reader.json").read_text()) == {"old": True}
+    assert [p.name for p in out.parent.iterdir()] == ["measure.json"]  # no temporary file left behind

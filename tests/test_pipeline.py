@@ -1,5 +1,8 @@
 """GrokPipeline: batched inference, streaming, structured and verified output."""
 
+import re
+import time
+
 import pytest
 
 from grok_retina.pipeline import GrokPipeline, GrokReport
@@ -42,6 +45,17 @@ def test_stream_yields_the_same_text(pipe):
     assert streamed == pipe(cfp=fundus_image(), oct=oct_image(), biomarkers=BIOMARKERS).text
 
 
+def test_stream_reraises_a_generation_error_promptly(pipe, monkeypatch):
+    def out_of_memory(**kwargs):
+        raise RuntimeError("out of memory")
+
+    monkeypatch.setattr(pipe.model, "generate", out_of_memory)
+    start = time.monotonic()
+    with pytest.raises(RuntimeError, match="out of memory"):  # not queue.Empty after the timeout
+        list(pipe.stream(cfp=fundus_image(), oct=oct_image(), biomarkers=BIOMARKERS, timeout=5))
+    assert time.monotonic() - start < 5
+
+
 def test_oct_volume_and_bad_biomarkers(pipe):
     volume = [oct_image(seed=s) for s in range(3)]
     assert pipe(cfp=None, oct=volume, biomarkers=None).text is not None
@@ -66,3 +80,21 @@ def test_images_without_biomarkers_are_measured(pipe):
     assert report.biomarker_source["rnfl"] == "given" and report.biomarker_source["cup_to_disc_ratio"] == "measured"
     truth = eye["biomarkers"]["central_subfield"]
     assert abs(report.biomarkers["central_subfield"] - truth) / truth < 0.05
+
+
+@pytest.mark.parametrize(
+    "content,problem",
+    [
+        ('{"rnfl": 28.5,', r" is not valid JSON \(.*line 1.*\); it must hold one JSON object mapping biomarker names"),
+        ("[28.5, 0.7]", r" holds an array, not an object; it must hold one JSON object mapping biomarker names"),
+        ('{"rnfl": "thin"}', r": rnfl must be a number in µm"),
+    ],
+)
+def test_report_cli_names_a_bad_biomarkers_file(tmp_path, content, problem):
+    from recipes.report import main
+
+    scan, path = tmp_path / "oct.png", tmp_path / "b.json"
+    oct_image().save(scan)
+    path.write_text(content)
+    with pytest.raises(SystemExit, match=rf"^grok-retina report: {re.escape(f'--biomarkers {path}')}{problem}"):
+        main(["--model", str(tmp_path / "no-model"), "--oct", str(scan), "--biomarkers", str(path)])

@@ -94,6 +94,31 @@ def test_sixteen_bit_oct_is_scaled_like_eight_bit():
     torch.testing.assert_close(processor(scan16)["pixel_values"], processor(scan8)["pixel_values"], atol=1e-4, rtol=0)
 
 
+@pytest.mark.parametrize(
+    "scan,match",
+    [
+        (np.full((32, 32), 4095, np.int16), "pixel values 4095 to 4095 have no known bit depth"),  # 12-bit OCT
+        (np.full((32, 32), 4095.0, np.float32), "pixel values 4095 to 4095 have no known bit depth"),
+        (np.full((32, 32), -0.5, np.float64), "pixel values -0.5 to -0.5 have no known bit depth"),
+        (torch.full((32, 32), 4095, dtype=torch.int16), "pixel values 4095 to 4095 have no known bit depth"),
+        (np.zeros((32, 32), bool), "pixel type bool is not supported"),
+    ],
+)
+def test_arrays_of_unknown_scale_are_refused_not_rescaled(scan, match):
+    with pytest.raises(ValueError, match=rf"^oct images\[0\]: {match}.*convert it to uint8 \(0-255\), or to float in \[0, 1\]"):
+        GrokOCTImageProcessor(size=32)(scan)
+
+
+def test_arrays_and_tensors_in_known_ranges_match_the_pil_image():
+    scan = oct_image()
+    processor = GrokOCTImageProcessor(size=32)
+    expected = processor(scan)["pixel_values"]
+    pixels = np.array(scan)
+    for same in (pixels, pixels / 255.0, pixels.astype(np.float32), pixels.astype(np.int64),  # 8-bit values in
+                 torch.from_numpy(pixels), torch.from_numpy(pixels / 255.0).half()):  # a wider type read as 8-bit
+        torch.testing.assert_close(processor(same)["pixel_values"], expected, atol=2e-3, rtol=0)
+
+
 def test_cfp_crop_finds_the_fundus_field():
     rgb = np.zeros((100, 160, 3), np.float32)
     yy, xx = np.mgrid[:100, :160]
@@ -160,6 +185,21 @@ def test_biomarker_values_follow_the_models_order_with_nan_for_missing():
     assert all(np.isnan(v) for i, v in enumerate(rows[0]) if i != 3) and all(np.isnan(v) for v in rows[1])
     with pytest.raises(ValueError, match="not among this model's biomarker_names"):
         processor.biomarker_values([{"central_thickness": 300.0}])
+
+
+@pytest.mark.parametrize("value", ["n/a", True, float("inf"), -float("inf"), "28.5"])
+def test_biomarker_values_refuse_anything_but_finite_numbers(value):
+    _, processor = tiny_model_and_processor(num_biomarker_tokens=2)
+    name = processor.biomarker_names[5]
+    with pytest.raises(ValueError, match=rf"^Sample 1: biomarker '{name}' must be a finite number, got .*; pass None"):
+        processor.biomarker_values([{name: 250.0}, {name: value}])
+
+
+def test_biomarker_values_take_numpy_numbers_and_nan_as_missing():
+    _, processor = tiny_model_and_processor(num_biomarker_tokens=2)
+    first, second = processor.biomarker_names[:2]
+    row = processor.biomarker_values([{first: np.float32(0.5), second: float("nan")}])[0]
+    assert row[0] == 0.5 and np.isnan(row[1])
 
 
 def test_grok_collator_adds_each_rows_biomarker_vector():

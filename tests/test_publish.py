@@ -81,6 +81,12 @@ def test_cli_dry_run_and_its_errors(tiny, tmp_path, capsys):
     assert "'grok-retina' has no namespace; use 'your-name-or-org/grok-retina'" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["dataset", "--repo-id", "org/d", "--source", folder])  # --provenance is required
+    ablation = tmp_path / "ablation.json"
+    ablation.write_text(json.dumps({"reports": {}, "sections": {}}))
+    assert main([*argv, str(tmp_path / "y"), "--results", str(ablation)]) == 2  # not gou_results.json
+    err = capsys.readouterr().err
+    assert f"{ablation} is not an evaluation result" in err and "pass --results the gou_results.json" in err
+    assert not (tmp_path / "y").exists()
 
 
 @pytest.mark.parametrize(

@@ -100,3 +100,15 @@ def test_two_processes_end_with_the_same_weights(workspace, tmp_path):
     checksums = [(out / f"rank{r}_checksum.txt").read_text() for r in (0, 1)]
     assert checksums[0] == checksums[1]
     assert (out / "final" / "model.safetensors").is_file()
+
+
+def test_a_missing_train_split_is_named(tmp_path):
+    from datasets import DatasetDict
+    from trl import ScriptArguments
+
+    from grok_retina.sft import load_sft_dataset
+
+    DatasetDict(train=Dataset.from_dict({"prompt": ["p"]})).save_to_disk(tmp_path / "data")
+    args = ScriptArguments(dataset_name=str(tmp_path / "data"), dataset_train_split="training")
+    with pytest.raises(ValueError, match=r"no split 'training' to train on; it has \['train'\].*--dataset_train_split"):
+        load_sft_dataset(args)

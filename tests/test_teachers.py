@@ -8,11 +8,18 @@ import re
 import pytest
 from PIL import Image
 
-from grok_retina.prompts import MAX_REPORT_WORDS, TEACHER_SYSTEM_PROMPT, parse_teacher_answer, render_report
+from grok_retina.prompts import (
+    DIAGNOSIS_CONCLUSION,
+    MAX_REPORT_WORDS,
+    REPORT_SECTIONS,
+    TEACHER_SYSTEM_PROMPT,
+    parse_teacher_answer,
+    render_report,
+)
 from grok_retina.teachers import OpenAITeacher, RulesTeacher, TeacherError, TeacherFormatError, TeacherSample
 from grok_retina.verifier import LEAK_PATTERNS, verify_report
 from processing.biomarkers import validate_biomarkers
-from processing.labels import LABELS
+from processing.labels import LABEL_DISPLAY, LABELS
 from tests.fake_openai import FakeOpenAIServer, Reply
 from tests.stage1_samples import make_biomarkers
 
@@ -63,6 +70,14 @@ def test_rules_wording_varies_across_samples_and_is_deterministic_per_id():
 
 
 # --- OpenAI-compatible teacher ---------------------------------------------------------------------------
+def test_the_rules_teacher_and_the_dme_probe_share_the_conclusion_sentence():
+    from grok_retina.evaluation.gou import DME_PROBE
+
+    assert DME_PROBE == f"{REPORT_SECTIONS[2]}: {DIAGNOSIS_CONCLUSION}"
+    conclusions = {RulesTeacher().answer(s)["conclusion"] for s in SAMPLES}
+    assert DIAGNOSIS_CONCLUSION.format(d=LABEL_DISPLAY["Glaucoma"]) in conclusions
+
+
 def test_normal_answer_and_usage_accounting():
     with FakeOpenAIServer(lambda request: Reply(content=GOOD, prompt_tokens=1000, completion_tokens=200)) as server:
         teacher = fast_teacher(server, price_per_1k_input=0.002, price_per_1k_output=0.008)

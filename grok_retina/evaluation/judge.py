@@ -10,7 +10,7 @@ endpoint error (401/403/404: bad key, model or URL) the remaining samples are re
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 
 from grok_retina.teachers.base import TeacherError
@@ -93,15 +93,23 @@ class RubricJudge:
         )
         self._fatal: str | None = None
 
-    async def judge_many(self, samples: Sequence[JudgeSample]) -> list[JudgeOutcome]:
-        """Grade every sample (outcomes in input order). Bad inputs (an invalid biomarker) raise before any request."""
+    async def judge_many(
+        self, samples: Sequence[JudgeSample], on_outcome: Callable[[JudgeOutcome], None] | None = None
+    ) -> list[JudgeOutcome]:
+        """Grade every sample (outcomes in input order); ``on_outcome`` gets each outcome as soon as it is known
+        (to record it). Bad inputs (an invalid biomarker) raise before any request."""
         prompts = [build_judge_messages(s.report, s.reference, s.biomarkers, s.label) for s in samples]
         self._fatal = None
         gate = asyncio.Semaphore(self.concurrency)
+
+        async def judge_one(index: int, sample: JudgeSample, prompt: list[dict]) -> JudgeOutcome:
+            outcome = await self._judge(gate, index, sample.id, prompt)
+            if on_outcome is not None:
+                on_outcome(outcome)
+            return outcome
+
         try:
-            return list(
-                await asyncio.gather(*(self._judge(gate, i, s.id, p) for i, (s, p) in enumerate(zip(samples, prompts))))
-            )
+            return list(await asyncio.gather(*(judge_one(i, s, p) for i, (s, p) in enumerate(zip(samples, prompts)))))
         finally:
             await self._transport.aclose()  # its connection belongs to this event loop
 

@@ -13,7 +13,7 @@ import json
 import os
 import re
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 
 from .rubric import RUBRIC_ITEMS
@@ -88,6 +88,10 @@ def format_value(value: float) -> str:
     return str(value) if isinstance(value, int) else f"{value:.4f}"
 
 
+class ResultsFileError(ValueError):
+    """A JSON file that is not an `EvaluationResult` (gou_results.json); the message names the file and the fix."""
+
+
 @dataclass
 class EvaluationResult:
     """The benchmark's results for one model on one dataset split.
@@ -112,8 +116,27 @@ class EvaluationResult:
 
     @classmethod
     def load_json(cls, path: str | Path) -> "EvaluationResult":
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        """Read a file `save_json` wrote; raises `ResultsFileError` naming the file when it is another JSON."""
+        path = Path(path)
+        fix = ("pass --results the gou_results.json that 'grok-retina evaluate' writes (not ablation.json, "
+               "baselines.json or a probe's results)")
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as error:
+            raise ResultsFileError(f"{path} is not JSON ({error.msg} at line {error.lineno}); {fix}.") from None
+        if not isinstance(data, dict):
+            raise ResultsFileError(f"{path} holds a JSON {type(data).__name__}, not an evaluation result; {fix}.")
         data.pop("headline", None)
+        declared = fields(cls)
+        required = [f.name for f in declared if f.default is MISSING and f.default_factory is MISSING]
+        problems = {
+            "lacks the keys": [name for name in required if name not in data],
+            "has unknown keys": sorted(set(data) - {f.name for f in declared}),
+            "has non-object values for": [k for k in ("sections", "config") if not isinstance(data.get(k, {}), dict)],
+        }
+        if any(problems.values()):
+            found = "; ".join(f"{what} {', '.join(names)}" for what, names in problems.items() if names)
+            raise ResultsFileError(f"{path} is not an evaluation result: it {found}; {fix}.")
         return cls(**data)
 
     def to_markdown(self) -> str:

@@ -15,7 +15,7 @@ from processing.biomarkers import BIOMARKERS, get_biomarker
 from processing.labels import LABEL_DISPLAY, dr_dme_diagnosis
 
 from ..guideline import LABEL_EVIDENCE, Assessment, assess_all, evidence_for
-from ..prompts import MAX_REPORT_WORDS, render_report
+from ..prompts import DIAGNOSIS_CONCLUSION, MAX_REPORT_WORDS, render_report
 from .base import Teacher, TeacherOutput, TeacherSample, Usage
 
 _ORDER = {spec.name: i for i, spec in enumerate(BIOMARKERS)}
@@ -56,7 +56,7 @@ CONCLUSIONS = ("Taken together, the findings are most consistent with {d}.",
                "Overall, the evidence supports a diagnosis of {d}.",
                "The combined OCT and fundus picture points to {d}.",
                "In summary, these findings indicate {d}.",
-               "The most likely diagnosis is {d}.")
+               DIAGNOSIS_CONCLUSION)
 NORMAL_CONCLUSIONS = ("The examination is within normal limits, with no ocular or systemic disease.",
                       "Overall, there is no ocular or systemic disease.",
                       "There are no signs of glaucoma, macular degeneration or diabetic retinopathy; the eye appears "

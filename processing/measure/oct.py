@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
 
 import numpy as np
 
 from ..biomarkers import OCT_BIOMARKER_NAMES
+from ..grok_dataset import Eye, normalise_eye
 from .images import ImageLike, as_gray
 from .oct_layers import LayerSegmentation, segment_layers
 from .oct_metrics import FluidFinding, ThicknessProfile, detect_fluid, thickness_profile
 
-Eye = Literal["OD", "OS"]
-_EYES = {"OD": "OD", "RIGHT": "OD", "R": "OD", "OS": "OS", "OI": "OS", "LEFT": "OS", "L": "OS"}
 
 # schema name -> (layer in oct_metrics.LAYERS, region); nasal/temporal regions are resolved with the eye
 _SCHEMA: dict[str, tuple[str, str]] = {
@@ -35,16 +33,6 @@ NOTES = {
     "ring": "ring value = mean of the nasal and temporal halves along the scan line",
     "average": "ETDRS-grid average estimated from the scan line: ring means weighted by ring area",
 }
-
-
-def normalise_eye(eye: str | None) -> Eye | None:
-    """'OD'/'OS' from common spellings (OD, OS, OI, right, left); None stays None."""
-    if eye is None:
-        return None
-    key = str(eye).strip().upper()
-    if key not in _EYES:
-        raise ValueError(f"eye: expected 'OD' (right) or 'OS' (left), got {eye!r}.")
-    return _EYES[key]  # type: ignore[return-value]
 
 
 @dataclass
