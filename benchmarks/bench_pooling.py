@@ -1,7 +1,7 @@
 """Image-token pooling: SFT throughput and phantom macro-F1 at 196, 49 and 16 tokens per image.
 
     python benchmarks/bench_pooling.py [--n_train 320] [--n_test 96] [--epochs 6] [--batch 4] [--seeds 0 1] \
-        [--repeats 5] [--threads 1] [--work_dir outputs/bench_pooling] \
+        [--repeats 15] [--threads 1] [--work_dir outputs/bench_pooling] \
         [--out benchmarks/results/pooling.json] [--quick]
 
 The model is `grok-retina quickstart`'s Stage III model except for its towers: the tiny Qwen2 backbone with a
@@ -92,14 +92,13 @@ def build(tokens: int, tokenizer, seed: int) -> tuple[GrokForConditionalGenerati
 
 def trainer_for(model, processor, train, output_dir: Path, epochs: float, batch: int, seed: int, test=None):
     """`GrokSFTTrainer` with the quickstart's Stage III settings (``train`` already holds the diagnosis questions;
-    no checkpoints, no progress bars), except bf16: the scored runs so far trained under TRL's default, CPU bf16
-    autocast, where the quickstart turns it off."""
+    no checkpoints, no progress bars)."""
     from grok_retina.quickstart import stage3_training_args
     from grok_retina.training import GrokSFTTrainer
 
     args = stage3_training_args(
         output_dir, epochs, seed, per_device_train_batch_size=batch, per_device_eval_batch_size=batch,
-        logging_steps=50, save_strategy="no", disable_tqdm=True, bf16=True,
+        logging_steps=50, save_strategy="no", disable_tqdm=True,
     )
     return GrokSFTTrainer(model=model, args=args, train_dataset=train, eval_dataset=test, processing_class=processor)
 
@@ -186,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=float, default=6.0, help="over reports and questions (the quickstart's)")
     parser.add_argument("--batch", type=int, default=4, help="rows per step (the quickstart's)")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
-    parser.add_argument("--repeats", type=int, default=5, help="alternating rounds of the throughput steps")
+    parser.add_argument("--repeats", type=int, default=15, help="alternating rounds of the throughput steps")
     parser.add_argument("--work_dir", default="outputs/bench_pooling", help="data, trainer outputs and scored runs (reused)")
     timing.add_common_args(parser, "benchmarks/results/pooling.json", "4 train / 2 test eyes, 1 step, 1 seed")
     args = parser.parse_args(argv)

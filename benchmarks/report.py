@@ -96,6 +96,10 @@ def pooling(data: dict) -> Section:
            f"patients, seeds {b['seeds']}; macro-F1 of the answers to the diagnosis question, chance by permuted "
            "labels, the difference to 196 tokens by a paired bootstrap over the same eyes.")
     median_drop = statistics.median(-d["difference"] for d in versus["49"])
+    # the median may pass while one seed drops by more than a point beyond its bootstrap interval: the seeds
+    # then disagree, and two of them cannot bound the drop (None: not measurable at this size)
+    seed_drops = [d for d in versus["49"] if d["ci_high"] < -0.01]
+    drop_reached = median_drop <= 0.01 and (None if seed_drops else True)
     loss = {t: quality[t]["heldout_loss"]["median"] for t in ("196", "49")}
     figures = [(f"SFT step throughput 49 vs 196 tokens/image ({name})", ">= 2x",
                 fmt(thr["49"][kind]["speedup_over_196"], digits=2), thr["49"][kind]["speedup_over_196"]["median"] >= 2)
@@ -103,8 +107,10 @@ def pooling(data: dict) -> Section:
     figures += [
         ("macro-F1 drop 196 -> 49 (diagnosis answers)", "<= 1 point",
          f"{100 * median_drop:+.1f} points (196: {quality['196']['macro_f1']['median']:.3f}, 49: "
-         f"{quality['49']['macro_f1']['median']:.3f}, chance {quality['196']['chance_macro_f1']['median']:.3f})",
-         median_drop <= 0.01),
+         f"{quality['49']['macro_f1']['median']:.3f}, chance {quality['196']['chance_macro_f1']['median']:.3f})"
+         + "".join(f"; seed {d['seed']} drops {-100 * d['difference']:.1f} [{-100 * d['ci_high']:.1f}, "
+                   f"{-100 * d['ci_low']:.1f}]" for d in seed_drops),
+         drop_reached),
         ("held-out completion loss 196 -> 49 (lower is better)", "no higher", f"{loss['196']:.3f} -> {loss['49']:.3f}",
          loss["49"] <= loss["196"]),
     ]
