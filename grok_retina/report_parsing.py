@@ -9,7 +9,7 @@ import re
 from dataclasses import dataclass
 from functools import cache
 
-from processing.labels import DME_SYNONYMS, DR_GRADE_SYNONYMS, LABEL_SYNONYMS, LABELS
+from processing.labels import DME_SYNONYMS, DR_GRADE_SYNONYMS, LABEL_SYNONYMS, LABELS, dr_dme_label
 
 from .guideline import DESCRIPTOR_LEXICON, NEUTRAL_PHRASES, SEVERITY_MODIFIERS, mention_phrases
 from .prompts import REPORT_SECTIONS
@@ -155,8 +155,17 @@ def _diagnosis(scope: str) -> str | None:
 def parse_label(text: str) -> str | None:
     """The diagnosis (one of `LABELS`) named by the report's Conclusion section, or by its last sentence when
     there is no such section. Negated mentions ("no signs of glaucoma") are skipped; a disease wins over a
-    normal finding; among diseases the first named wins. None when no diagnosis is named."""
-    return _diagnosis(conclusion_text(text))
+    normal finding; among diseases the first named wins. A conclusion that only rules out both diabetic
+    retinopathy and macular oedema ("no diabetic retinopathy and no macular oedema", a graded set's healthy eye)
+    names the label of grade "0" without DME (`labels.dr_dme_label`). None when no diagnosis is named."""
+    scope = conclusion_text(text)
+    diagnosis = _diagnosis(scope)
+    if diagnosis is None:
+        mentions = dr_dme_in(scope)
+        ruled_out = {"DME" if key == "DME" else "DR" for key, negated in mentions if negated}
+        if mentions and all(negated for _, negated in mentions) and ruled_out == {"DR", "DME"}:
+            return dr_dme_label("0", "no")
+    return diagnosis
 
 
 # --- DR grade and DME status named by a conclusion ------------------------------------------------------

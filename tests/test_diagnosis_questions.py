@@ -33,6 +33,7 @@ def test_dr_dme_answers_name_grade_and_oedema(grade, dme):
     label = "Normal" if grade == "0" and dme == "no" else "DiabeticRetinopathy"
     answer = diagnosis_answer(label, grade, dme)
     assert parse_dme(answer) == dme and parse_dr_grade(answer) == grade
+    assert parse_label(answer) == label  # "No diabetic retinopathy and no macular oedema." is a healthy eye
 
 
 def _stage1(n=6):

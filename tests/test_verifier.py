@@ -111,6 +111,9 @@ def test_negated_diagnoses():
     assert parse_label("Conclusion: no evidence of glaucoma, AMD or diabetic retinopathy; the eye is healthy.") == "Normal"
     assert parse_label("Conclusion: consistent with AMD rather than diabetic retinopathy.") == "AMD"
     assert parse_label("Conclusion: The findings are not consistent with glaucoma.") is None
+    assert parse_label("Conclusion: no diabetic retinopathy and no macular edema.") == "Normal"  # both ruled out
+    assert parse_label("Conclusion: no diabetic retinopathy.") is None  # oedema not ruled out: no diagnosis
+    assert parse_label("Conclusion: no diabetic retinopathy, but diabetic macular oedema.") == "DiabeticRetinopathy"
     assert parse_label("Conclusion: AMD has been ruled out; normal retina.") == "Normal"
     assert parse_label("Conclusion: diabetes mellitus without retinopathy.") == "Diabetes"
     assert parse_label("Conclusion: Diabetic retinopathy in a patient with diabetes.") == "DiabeticRetinopathy"
