@@ -191,6 +191,11 @@ class GrokProcessor(ProcessorMixin):
         """
         rows = []
         for index, values in enumerate(biomarkers):
+            if values is not None and not isinstance(values, Mapping):
+                raise ValueError(
+                    f"Sample {index}: biomarkers must be a mapping of names to numbers (e.g. {{'rnfl': 28.5}}) or None, "
+                    f"got a {type(values).__name__}."
+                )
             values = dict(values or {})
             unknown = sorted(set(values) - set(self.biomarker_names))
             if unknown:

@@ -195,6 +195,12 @@ def test_biomarker_values_refuse_anything_but_finite_numbers(value):
         processor.biomarker_values([{name: 250.0}, {name: value}])
 
 
+def test_biomarker_values_refuse_a_sample_that_is_not_a_mapping():
+    _, processor = tiny_model_and_processor(num_biomarker_tokens=2)
+    with pytest.raises(ValueError, match=r"^Sample 0: biomarkers must be a mapping of names to numbers .* got a list"):
+        processor.biomarker_values([[250.0, 30.0]])
+
+
 def test_biomarker_values_take_numpy_numbers_and_nan_as_missing():
     _, processor = tiny_model_and_processor(num_biomarker_tokens=2)
     first, second = processor.biomarker_names[:2]
