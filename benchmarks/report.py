@@ -97,7 +97,7 @@ def pooling(data: dict) -> Section:
            "labels, the difference to 196 tokens by a paired bootstrap over the same eyes.")
     median_drop = statistics.median(-d["difference"] for d in versus["49"])
     # the median may pass while one seed drops by more than a point beyond its bootstrap interval: the seeds
-    # then disagree, and two of them cannot bound the drop (None: not measurable at this size)
+    # then disagree, and they cannot bound the drop (None: not measurable at this size)
     seed_drops = [d for d in versus["49"] if d["ci_high"] < -0.01]
     drop_reached = median_drop <= 0.01 and (None if seed_drops else True)
     loss = {t: quality[t]["heldout_loss"]["median"] for t in ("196", "49")}

@@ -163,7 +163,7 @@ def parse_label(text: str) -> str | None:
     if diagnosis is None:
         mentions = dr_dme_in(scope)
         ruled_out = {"DME" if key == "DME" else "DR" for key, negated in mentions if negated}
-        if mentions and all(negated for _, negated in mentions) and ruled_out == {"DR", "DME"}:
+        if ruled_out == {"DR", "DME"} and all(negated for _, negated in mentions):
             return dr_dme_label("0", "no")
     return diagnosis
 
